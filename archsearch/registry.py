@@ -1,0 +1,81 @@
+"""What plugins register: named generators, model variants, samplers and sinks.
+
+Each ``archsearch_register_*`` hook returns a list of these; the plugin manager joins the lists
+and refuses two entries of one kind under the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from archsearch.architecture import Architecture, ArchSpace, ModelSpec
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+
+
+@attrs.frozen
+class GridRequest:
+    """What a generator is asked for: architectures of ``variant`` near ``budget`` parameters."""
+
+    budget: int
+    space: ArchSpace
+    spec: ModelSpec
+    variant: str
+    tolerance: float
+    estimate: Callable[[Architecture, ModelSpec], int]
+
+
+@attrs.frozen
+class ArchitectureGenerator:
+    """Turns a :class:`GridRequest` into the list of candidate architectures, sorted by count."""
+
+    name: str
+    generate: Callable[[GridRequest], list[Architecture]]
+    description: str = ""
+
+
+@attrs.frozen
+class ModelVariant:
+    """A model family: its exact parameter-count estimator and its builder.
+
+    ``estimate(arch, spec)`` must equal ``sum(p.numel() for p in build(arch, spec).parameters())``.
+    ``build`` imports torch lazily so listing plugins stays fast.
+    """
+
+    name: str
+    estimate: Callable[[Architecture, ModelSpec], int]
+    build: Callable[[Architecture, ModelSpec], torch.nn.Module]
+    description: str = ""
+
+
+@attrs.frozen
+class SamplerPlugin:
+    """``factory(options, seed)`` returns an ``optuna.samplers.BaseSampler``."""
+
+    name: str
+    factory: Callable[[Mapping[str, Any], int | None], optuna.samplers.BaseSampler]
+    description: str = ""
+
+
+class Sink(Protocol):
+    """A result sink: told of every finished trial and of every finished cell."""
+
+    def trial_finished(self, record: Mapping[str, Any]) -> None: ...
+
+    def cell_finished(self, summary: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@attrs.frozen
+class SinkPlugin:
+    """``factory(output_dir, experiment)`` returns a :class:`Sink`."""
+
+    name: str
+    factory: Callable[[Any, str], Sink]
+    description: str = ""

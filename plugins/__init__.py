@@ -1,0 +1,7 @@
+"""Built-in plugins, installed as ``archsearch.plugins`` and registered like third-party ones."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "archsearch.plugins.budget_grid",
+    "archsearch.plugins.patchtst",
+    "archsearch.plugins.patchtst_ci",
+)
