@@ -74,9 +74,7 @@ def estimate_param_count(
     return _estimator(variant)(arch, spec or ModelSpec())
 
 
-def generate_architecture_grid(
-    space: ArchSpace, spec: ModelSpec, estimate: Estimator
-) -> list[Architecture]:
+def generate_architecture_grid(space: ArchSpace, spec: ModelSpec, estimate: Estimator) -> list[Architecture]:
     """Every valid combination of ``space`` with its exact count, sorted by count."""
     grid = []
     for d in space.d_model:
@@ -130,7 +128,9 @@ def thin(archs: Sequence[Architecture], limit: int) -> list[Architecture]:
     return sorted(keep, key=_order)
 
 
-def select(request_budget: int, space: ArchSpace, spec: ModelSpec, estimate: Estimator, tolerance: float) -> list[Architecture]:
+def select(
+    request_budget: int, space: ArchSpace, spec: ModelSpec, estimate: Estimator, tolerance: float
+) -> list[Architecture]:
     """The budget-grid generator: the band of the grid, thinned to ``max_architectures``.
 
     Raises :class:`BudgetError` naming the nearest counts below and above when nothing fits.

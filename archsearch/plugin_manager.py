@@ -161,9 +161,12 @@ class Plugins:
             if plugin is None:
                 continue
             provides = {
-                kind: sorted(n for n, r in self.registered[kind].items() if r.plugin == name) for kind in KINDS
+                kind: sorted(n for n, r in self.registered[kind].items() if r.plugin == name)
+                for kind in KINDS
             }
-            out.append(PluginInfo(name, self.sources.get(name, "?"), {k: v for k, v in provides.items() if v}))
+            out.append(
+                PluginInfo(name, self.sources.get(name, "?"), {k: v for k, v in provides.items() if v})
+            )
         return out
 
 

@@ -14,4 +14,8 @@ def generate(request: GridRequest) -> list[Architecture]:
 
 @hookimpl
 def archsearch_register_generators() -> list[ArchitectureGenerator]:
-    return [ArchitectureGenerator("budget-grid", generate, "the space's cross product within ±tolerance of the budget")]
+    return [
+        ArchitectureGenerator(
+            "budget-grid", generate, "the space's cross product within ±tolerance of the budget"
+        )
+    ]

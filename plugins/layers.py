@@ -21,7 +21,9 @@ class MultiHeadAttention(nn.Module):
         self.dropout = dropout
         self.res_attention = res_attention
 
-    def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, prev: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
@@ -75,7 +77,9 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, prev: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pre_norm:
             y, scores = self.attn(self.norm_attn(x), prev)
             x = x + self.drop(y)
@@ -85,4 +89,3 @@ class EncoderLayer(nn.Module):
             x = self.norm_attn(x + self.drop(y))
             x = self.norm_ff(x + self.drop(self.ff(x)))
         return x, scores
-

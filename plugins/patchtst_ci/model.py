@@ -29,7 +29,9 @@ class RevIN(nn.Module):
             x = x * self.weight + self.bias
         return x, (mean, std)
 
-    def denormalise(self, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], channels: torch.Tensor) -> torch.Tensor:
+    def denormalise(
+        self, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], channels: torch.Tensor
+    ) -> torch.Tensor:
         mean, std = stats
         if self.affine:
             y = (y - self.bias[channels]) / (self.weight[channels] + self.eps * self.eps)
@@ -52,7 +54,12 @@ class PatchTSTChannelIndependent(nn.Module):
         self.drop = nn.Dropout(spec.dropout)
         self.layers = nn.ModuleList(
             EncoderLayer(
-                d, arch.n_heads, arch.d_ff, spec.dropout, norm=spec.norm, pre_norm=False,
+                d,
+                arch.n_heads,
+                arch.d_ff,
+                spec.dropout,
+                norm=spec.norm,
+                pre_norm=False,
                 res_attention=spec.res_attention,
             )
             for _ in range(arch.n_layers)
