@@ -9,10 +9,14 @@ The public names follow the user's original plan: :data:`ARCH_SEARCH_SPACE`,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from archsearch.architecture import Architecture, ArchSpace, ModelSpec
 from archsearch.budget import format_budget
 from archsearch.errors import BudgetError
+
+if TYPE_CHECKING:
+    from archsearch.plugin_manager import Plugins
 
 Estimator = Callable[[Architecture, ModelSpec], int]
 
@@ -102,15 +106,33 @@ def filter_by_budget(
     return sorted((a for a in grid if in_band(a.param_count, budget, tolerance)), key=_order)
 
 
+EXTREMES = (
+    ("smallest d_model", "d_model", min),
+    ("largest d_model", "d_model", max),
+    ("fewest layers", "n_layers", min),
+    ("most layers", "n_layers", max),
+)
+
+
+def extreme_labels(archs: Sequence[Architecture]) -> dict[Architecture, list[str]]:
+    """For each architecture, which extremes of ``archs`` it holds (every holder is labelled)."""
+    labels: dict[Architecture, list[str]] = {a: [] for a in archs}
+    for label, attr, pick in EXTREMES:
+        if archs:
+            value = pick(getattr(a, attr) for a in archs)
+            for a in archs:
+                if getattr(a, attr) == value:
+                    labels[a].append(label)
+    return labels
+
+
 def extremes(archs: Sequence[Architecture]) -> list[Architecture]:
     """One architecture for each of the smallest and largest d_model and n_layers present
     (the first by count when several share the value)."""
-    if not archs:
-        return []
     picks = []
-    for attr, pick in (("d_model", min), ("d_model", max), ("n_layers", min), ("n_layers", max)):
-        target = pick(getattr(a, attr) for a in archs)
-        picks.append(next(a for a in archs if getattr(a, attr) == target))
+    for _, attr, pick in EXTREMES if archs else ():
+        value = pick(getattr(a, attr) for a in archs)
+        picks.append(next(a for a in archs if getattr(a, attr) == value))
     return list(dict.fromkeys(picks))
 
 
@@ -150,7 +172,8 @@ def select(
         raise BudgetError(
             f"no architecture of the space fits budget {format_budget(request_budget)} "
             f"(±{tolerance:.0%}: {int(request_budget * (1 - tolerance)):,}.."
-            f"{int(request_budget * (1 + tolerance)):,} parameters); {' and '.join(near) or 'the space is empty'}. "
+            f"{int(request_budget * (1 + tolerance)):,} parameters); "
+            f"{' and '.join(near) or 'the space is empty'}. "
             "Widen the tolerance, change the budget, or add widths/depths to the space."
         )
     if space.max_architectures is not None:
@@ -165,13 +188,14 @@ def get_architectures_for_budget(
     tolerance: float = 0.25,
     variant: str = "patchtst",
     generator: str = "budget-grid",
+    plugins: Plugins | None = None,
 ) -> list[Architecture]:
     """The plan's main entry point: the candidate architectures for one budget, by count."""
     from archsearch.budget import parse_budget
     from archsearch.plugin_manager import get_plugins
     from archsearch.registry import GridRequest
 
-    plugins = get_plugins()
+    plugins = plugins or get_plugins()
     request = GridRequest(
         budget=parse_budget(budget),
         space=get_space(space) if isinstance(space, str) else space,

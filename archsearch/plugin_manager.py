@@ -62,7 +62,7 @@ class Plugins:
             self._load_entry_points()
         for module_name in config_plugins:
             self._load_module(module_name)
-        self.pm.check_pending()
+        self._check_pending()
         self.registered: dict[str, dict[str, Registered[Any]]] = {
             kind: self._collect(kind, hook) for kind, hook in KINDS.items()
         }
@@ -71,7 +71,8 @@ class Plugins:
     def _register(self, plugin: object, name: str, source: str) -> None:
         if self.pm.has_plugin(name) or self.pm.is_registered(plugin):
             raise PluginError(
-                f"plugin {name!r} ({source}) is registered twice: already loaded from {self.sources.get(name, 'elsewhere')}"
+                f"plugin {name!r} ({source}) is registered twice: "
+                f"already loaded from {self.sources.get(name, 'elsewhere')}"
             )
         try:
             self.pm.register(plugin, name=name)
@@ -109,6 +110,16 @@ class Plugins:
         if self.pm.is_registered(plugin):
             return  # listed in the config and also loaded through its entry point
         self._register(plugin, module_name, "config")
+
+    def _check_pending(self) -> None:
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or "?"
+            raise PluginError(
+                f"plugin {name!r} ({self.sources.get(name, '?')}) implements a hook archsearch does not "
+                f"have: {exc}; the hooks are {', '.join(KINDS.values())}"
+            ) from None
 
     def _collect(self, kind: str, hook_name: str) -> dict[str, Registered[Any]]:
         out: dict[str, Registered[Any]] = {}
