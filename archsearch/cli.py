@@ -107,6 +107,158 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_commands(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run a config's matrix of cells (resumes when run again)")
+    plan = sub.add_parser("plan", help="show each cell's study, architectures, trials and compute")
+    status = sub.add_parser("status", help="each cell's trials done/pruned/failed and best so far")
+    export = sub.add_parser("export", help="rebuild the CSV and best JSON files from the storage")
+    for p in (run, plan, status, export):
+        p.add_argument("config", help="the experiment's YAML file")
+        p.add_argument("--budget", action="append", help="only this budget (repeatable), e.g. 2M")
+        p.add_argument("--horizon", action="append", type=int, help="only this horizon (repeatable)")
+        p.add_argument("--n-trials", type=int, help="trials per cell")
+        p.add_argument("--output", help="output directory")
+        p.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
+        p.add_argument("--storage", help="an Optuna storage URL (default: SQLite in the output directory)")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bars")
+    run.set_defaults(func=cmd_run)
+    plan.set_defaults(func=cmd_plan)
+    status.set_defaults(func=cmd_status)
+    export.set_defaults(func=cmd_export)
+
+
+def _config(args: argparse.Namespace):  # -> Config
+    from archsearch.config import apply_overrides, load_config
+
+    config = load_config(args.config)
+    config = apply_overrides(
+        config,
+        budgets=args.budget,
+        horizons=args.horizon,
+        n_trials=args.n_trials,
+        output=args.output,
+        device=args.device,
+        storage=args.storage,
+    )
+    return config
+
+
+def _setup_logging(bars: bool) -> None:
+    import logging
+
+    logger = logging.getLogger("archsearch")
+    logger.handlers.clear()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if bars:
+
+        class TqdmHandler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                from tqdm import tqdm
+
+                tqdm.write(self.format(record), file=sys.stderr)
+
+        handler: logging.Handler = TqdmHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from archsearch.engine import Engine
+    from archsearch.progress import Progress, wants_bars
+
+    config = _config(args)
+    bars = wants_bars(args.no_progress)
+    _setup_logging(bars)
+    engine = Engine(config, progress=Progress() if bars else None)
+    result = engine.run()
+    print(summary_text(result, config))
+    if result.stopped:
+        print(f"stopped ({result.stopped}); completed trials are kept. Resume with:\n  {resume_command()}")
+        (config.output_path / "STOP").unlink(missing_ok=True)
+    return 0
+
+
+def resume_command() -> str:
+    import shlex
+
+    return "python -m archsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def summary_text(result, config) -> str:  # noqa: ANN001
+    from archsearch.budget import format_budget
+
+    lines = [f"results in {result.output_dir}/ (storage {_redacted(config.storage_url)})"]
+    for s in result.cells:
+        head = f"  {format_budget(s.budget)} h{s.horizon}: {s.n_complete} complete, {s.n_pruned} pruned, {s.n_failed} failed"
+        if s.best:
+            b = s.best
+            head += (
+                f"; best val_loss {b['val_loss']:.5f}: d_model={b['d_model']} n_layers={b['n_layers']} "
+                f"n_heads={b['n_heads']} d_ff={b['d_ff']} ({b['param_count']:,} parameters), trial {b['trial']}"
+            )
+        lines.append(head)
+    return "\n".join(lines)
+
+
+def _redacted(url: str) -> str:
+    from archsearch.engine import redact
+
+    return redact(url)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from archsearch.planning import plan_rows
+
+    config = _config(args)
+    rows = plan_rows(config)
+    print(f"{'study':<28} {'archs':>5} {'trials':>6} {'params (min..max)':>29} {'windows':>8}  compute")
+    for r in rows:
+        print(
+            f"{r['study_name']:<28} {r['architectures']:>5} {r['n_trials']:>6} "
+            f"{r['params_min']:>14,}..{r['params_max']:<14,} {r['train_windows']:>8,}  "
+            f"{r['param_sample_epochs']:.3g} param-sample-epochs, ~{r['flops']:.2g} FLOP"
+        )
+    total = sum(r["flops"] for r in rows)
+    print(
+        f"{len(rows)} cells, {sum(r['n_trials'] for r in rows)} trials; compute ~{total:.3g} FLOP "
+        "(6 x parameters x patches x windows x mean epochs, per trial, x trials; an upper bound with early stopping)"
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from archsearch.planning import status_rows
+
+    config = _config(args)
+    rows = status_rows(config)
+    print(f"{'study':<34} {'done':>5} {'pruned':>6} {'failed':>6} {'running':>7} {'waiting':>7}  best")
+    for r in rows:
+        best = (
+            f"{r['best_value']:.5f} (trial {r['best_trial']}: {r['best_arch']})" if r["best_value"] is not None else "-"
+        )
+        print(
+            f"{r['study_name']:<34} {r['complete']:>5} {r['pruned']:>6} {r['failed']:>6} {r['running']:>7} "
+            f"{r['waiting']:>7}  {best}"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from archsearch.planning import export
+
+    config = _config(args)
+    paths = export(config)
+    for p in paths:
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archsearch",
@@ -115,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_grid(sub)
     _add_plugins(sub)
+    _add_config_commands(sub)
     return parser
 
 

@@ -63,18 +63,20 @@ class SamplerPlugin:
 
 
 class Sink(Protocol):
-    """A result sink: told of every finished trial and of every finished cell."""
+    """A result sink: told of every finished trial (complete, pruned or failed) with the row of
+    :func:`archsearch.records.trial_record` and its cell's :class:`~archsearch.records.CellSummary`,
+    and of every finished cell. On a resumed run the storage's finished trials are told again."""
 
-    def trial_finished(self, record: Mapping[str, Any]) -> None: ...
+    def trial_finished(self, record: Mapping[str, Any], cell: Any) -> None: ...
 
-    def cell_finished(self, summary: Mapping[str, Any]) -> None: ...
+    def cell_finished(self, cell: Any) -> None: ...
 
     def close(self) -> None: ...
 
 
 @attrs.frozen
 class SinkPlugin:
-    """``factory(output_dir, experiment)`` returns a :class:`Sink`."""
+    """``factory(output_dir: Path, config: archsearch.config.Config)`` returns a :class:`Sink`."""
 
     name: str
     factory: Callable[[Any, str], Sink]

@@ -4,4 +4,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "archsearch.plugins.budget_grid",
     "archsearch.plugins.patchtst",
     "archsearch.plugins.patchtst_ci",
+    "archsearch.plugins.sinks",
 )

@@ -1,0 +1,536 @@
+"""The search engine: one Optuna study per (budget, horizon) cell, run to ``n_trials`` each.
+
+A cell's study lives in the configured storage (a SQLite file in the output directory by
+default). Every finished trial is told to the sinks at once; re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.architecture import Architecture
+from archsearch.budget import format_budget
+from archsearch.budget_grid import extremes, get_architectures_for_budget
+from archsearch.config import SEARCHABLE, Config
+from archsearch.encodings import Encoding, make_encoding
+from archsearch.errors import ArchsearchError, TrialFailed
+from archsearch.plugin_manager import Plugins, get_plugin_manager
+from archsearch.records import CellSummary, trial_record
+from archsearch.registry import Sink
+
+log = logging.getLogger("archsearch")
+STUDY_ATTR = "archsearch"
+CELL_ATTR = "archsearch_cell"
+STOP_FILE = "STOP"
+
+
+@attrs.frozen
+class Cell:
+    budget: int
+    horizon: int
+    study_name: str
+    architectures: tuple[Architecture, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{format_budget(self.budget)} h{self.horizon}"
+
+
+# -- the matrix ----------------------------------------------------------------------------------
+def load_data(config: Config) -> Any:
+    from archsearch.data import load_frame
+
+    return load_frame(config.data)
+
+
+def prepare_data(config: Config, frame: Any, horizon: int) -> Any:
+    from archsearch.dataset import prepare
+
+    try:
+        return prepare(frame, config.task, config.split, horizon, config.model.context_length)
+    except ArchsearchError as exc:
+        raise type(exc)(f"horizons: horizon {horizon}: {exc}") from None
+
+
+def model_spec(config: Config, data: Any, dropout: float | None = None) -> Any:
+    spec = config.model_spec(data.num_features, data.head, data.n_outputs, data.n_targets, data.target_channels)
+    return spec if dropout is None else attrs.evolve(spec, dropout=dropout)
+
+
+def build_cells(config: Config, plugins: Plugins, datasets: dict[int, Any]) -> list[Cell]:
+    """Every cell of the matrix with its architecture list (budgets outer, horizons inner)."""
+    cells = []
+    variant = plugins.variant(config.model.variant)
+    fixed = config.fixed_architecture()
+    for horizon in config.horizons:
+        spec = model_spec(config, datasets[horizon])
+        if fixed is not None:
+            arch = attrs.evolve(fixed, param_count=variant.estimate(fixed, spec))
+            budget_archs = [(arch.param_count, [arch])]
+        else:
+            budget_archs = [
+                (
+                    b,
+                    get_architectures_for_budget(
+                        b,
+                        config.architecture.resolve(),
+                        spec,
+                        config.tolerance,
+                        variant=config.model.variant,
+                        generator=config.architecture.generator,
+                        plugins=plugins,
+                    ),
+                )
+                for b in config.budgets
+            ]
+        for budget, archs in budget_archs:
+            cells.append(Cell(budget, horizon, config.study_name(budget, horizon), tuple(archs)))
+    return sorted(cells, key=lambda c: (c.budget, c.horizon))
+
+
+def coverage_order(archs: Sequence[Architecture], k: int) -> list[Architecture]:
+    """The coverage allocation: the extremes first, then the rest by count; ``k`` rounds."""
+    first = extremes(archs)
+    order = first + [a for a in archs if a not in first]
+    return order * k
+
+
+# -- study set-up --------------------------------------------------------------------------------
+def make_storage(config: Config) -> optuna.storages.BaseStorage:
+    url = config.storage_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if url.endswith(".journal") or url.startswith("journal:"):
+            path = url.removeprefix("journal:")
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - storage errors are the user's to fix
+        raise ArchsearchError(f"storage {redact(url)} cannot be opened: {type(exc).__name__}: {exc}") from None
+
+
+def redact(url: str) -> str:
+    """A storage URL with any password replaced by ``***``."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def make_pruner(config: Config) -> optuna.pruners.BasePruner:
+    name, options = config.pruner.name, dict(config.pruner.options)
+    classes = {
+        "none": optuna.pruners.NopPruner,
+        "median": optuna.pruners.MedianPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+    }
+    try:
+        return classes[name](**options)
+    except TypeError as exc:
+        raise ArchsearchError(f"pruner.options: {name} does not accept these options: {exc}") from None
+
+
+def search_space_fingerprint(config: Config, cell: Cell, encoding: Encoding) -> dict[str, Any]:
+    return {
+        "encoding": encoding.describe(),
+        "training_search_space": {k: v.as_dict() for k, v in sorted(config.training_search_space.items())},
+        "model": config.model.variant,
+    }
+
+
+def check_unchanged(study: optuna.Study, expected: dict[str, Any]) -> None:
+    """A study keeps its architecture list and search space; a change is a clear error."""
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            return  # a study made by hand or by an older version: nothing to compare
+        study.set_user_attr(STUDY_ATTR, expected)
+        return
+    if stored == expected:
+        return
+    changes = []
+    old_arch = stored.get("encoding", {}).get("architectures", [])
+    new_arch = expected["encoding"]["architectures"]
+    if old_arch != new_arch:
+        added = [a for a in new_arch if a not in old_arch]
+        removed = [a for a in old_arch if a not in new_arch]
+        changes.append(
+            f"the architecture list changed ({len(old_arch)} -> {len(new_arch)}; "
+            f"added {added[:5] or 'none'}{'...' if len(added) > 5 else ''}, "
+            f"removed {removed[:5] or 'none'}{'...' if len(removed) > 5 else ''})"
+        )
+    old_ts, new_ts = stored.get("training_search_space", {}), expected["training_search_space"]
+    for key in sorted(set(old_ts) | set(new_ts)):
+        if old_ts.get(key) != new_ts.get(key):
+            changes.append(f"training_search_space.{key}: {old_ts.get(key)} -> {new_ts.get(key)}")
+    if stored.get("encoding", {}).get("name") != expected["encoding"]["name"]:
+        changes.append(f"encoding: {stored['encoding'].get('name')} -> {expected['encoding']['name']}")
+    if stored.get("model") != expected["model"]:
+        changes.append(f"model.variant: {stored.get('model')} -> {expected['model']}")
+    raise ArchsearchError(
+        f"study {study.study_name!r} in the storage was created with another search: {'; '.join(changes)}. "
+        "Resume it with the config it was started with, or give this search a new experiment name "
+        "(or output_dir/storage)."
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def recover_orphans(study: optuna.Study) -> int:
+    """Mark RUNNING trials of dead processes on this host as failed and queue their parameters
+    again. Trials of other hosts are left to the storage's heartbeat (RDB) grace period."""
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker", "")
+        h, _, pid = worker.rpartition(":")
+        if h != host or not pid.isdigit() or _pid_alive(int(pid)) and worker != WORKER:
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {worker} died mid-trial")
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        retry_of = t.user_attrs.get("retry_of", t.number)
+        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": retry_of, "coverage": t.user_attrs.get("coverage", False)})
+        n += 1
+    return n
+
+
+def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: Encoding) -> int:
+    """Queue the coverage trials once per study, even with several processes starting together.
+
+    The first process to create the marker study ``{study}:coverage`` in the same storage (the
+    storage's unique study names make that atomic) queues the trials and then records that it
+    did; a process that finds the marker without the record (its creator died) queues the missing
+    ones, skipping parameters already queued or run.
+    """
+    if config.allocation.strategy != "coverage" or len(cell.architectures) < 2:
+        return 0
+    if study.user_attrs.get("coverage_enqueued"):
+        return 0
+    marker = f"{study.study_name}:coverage"
+    try:
+        optuna.create_study(study_name=marker, storage=study._storage)
+        winner = True
+    except optuna.exceptions.DuplicatedStudyError:
+        winner = False
+    if not winner:
+        for _ in range(50):  # the winner is queueing; give it a moment
+            if study.user_attrs.get("coverage_enqueued"):
+                return 0
+            time.sleep(0.1)
+    order = coverage_order(cell.architectures, config.allocation.k)
+    for arch in order:
+        study.enqueue_trial(encoding.params(arch), user_attrs={"coverage": True}, skip_if_exists=not winner)
+    study.set_user_attr("coverage_enqueued", len(order))
+    return len(order)
+
+
+def count_finished(study: optuna.Study) -> int:
+    storage, sid = study._storage, study._study_id
+    return sum(storage.get_n_trials(sid, state) for state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
+# -- the objective -------------------------------------------------------------------------------
+@attrs.define
+class Objective:
+    config: Config
+    plugins: Plugins
+    cell: Cell
+    data: Any
+    encoding: Encoding
+    on_epoch: Callable[[int, int, float], None] | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from archsearch.trainer import TrainConfig, seed_everything, train
+
+        config, cell = self.config, self.cell
+        trial.set_user_attr("worker", WORKER)
+        arch = self.encoding.suggest(trial)
+        arch = next(a for a in cell.architectures if a == arch)
+        values = attrs.asdict(config.training)
+        for name in SEARCHABLE:
+            if name in config.training_search_space:
+                values[name] = config.training_search_space[name].suggest(trial, name)
+        for key, value in {
+            "experiment": config.experiment,
+            "budget": cell.budget,
+            "horizon": cell.horizon,
+            **arch.as_dict(),
+            "training": {k: values[k] for k in SEARCHABLE},
+            "baseline_loss": self.data.baseline_loss,
+            "split": self.data.split_info,
+        }.items():
+            trial.set_user_attr(key, value)
+        seed = config.training.seed + trial.number
+        seed_everything(seed)
+        model = self.plugins.variant(config.model.variant).build(arch, model_spec(config, self.data, values["dropout"]))
+        train_config = TrainConfig(
+            learning_rate=values["learning_rate"],
+            epochs=int(values["epochs"]),
+            batch_size=int(values["batch_size"]),
+            weight_decay=values["weight_decay"],
+            warmup_steps=int(values["warmup_steps"]),
+            dropout=values["dropout"],
+            grad_clip=values["grad_clip"],
+            patience=config.training.patience,
+            seed=seed,
+            device=config.training.device,
+            micro_batch_size=config.training.micro_batch_size,
+        )
+
+        def epoch_done(e: Any) -> None:
+            trial.report(e.val_loss, e.epoch)
+            trial.set_user_attr("last_val_loss", e.val_loss)
+            if self.on_epoch is not None:
+                self.on_epoch(e.epoch, train_config.epochs, e.val_loss)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {e.epoch} (val loss {e.val_loss:.5g})")
+
+        try:
+            result = train(model, self.data, train_config, on_epoch=epoch_done)
+        except TrialFailed as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        trial.set_user_attr("train_loss", result.train_loss)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("val_metrics", _finite(result.val_metrics))
+        trial.set_user_attr("test_loss", result.test_loss)
+        trial.set_user_attr("device", str(result.device))
+        trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
+        return result.best_val_loss
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+# -- running -------------------------------------------------------------------------------------
+class StopRequest:
+    """SIGINT/SIGTERM or a ``STOP`` file: finish the current trial, write outputs, exit 0.
+
+    A second SIGINT interrupts at once (the running trial is then failed and retried on resume).
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.stop_file = output_dir / STOP_FILE
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+        log.warning("%s received: finishing the current trial, then stopping (again to abort)", self.reason)
+
+    @property
+    def requested(self) -> bool:
+        if self.reason is None and self.stop_file.exists():
+            self.reason = f"{self.stop_file} exists"
+        return self.reason is not None
+
+
+@attrs.define
+class RunResult:
+    cells: list[CellSummary]
+    stopped: str | None
+    output_dir: Path
+
+
+class Engine:
+    """Runs a config's matrix of cells; the CLI's ``run`` and ``worker`` commands use it."""
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins | None = None,
+        progress: Any = None,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins or get_plugin_manager(config.plugins)
+        self.progress = progress
+        self.output_dir = config.output_path
+        self._frame: Any = None
+        self._datasets: dict[int, Any] = {}
+
+    def datasets(self) -> dict[int, Any]:
+        if not self._datasets:
+            self._frame = load_data(self.config)
+            self._datasets = {h: prepare_data(self.config, self._frame, h) for h in self.config.horizons}
+        return self._datasets
+
+    def cells(self) -> list[Cell]:
+        return build_cells(self.config, self.plugins, self.datasets())
+
+    def open_sinks(self) -> dict[str, Sink]:
+        return {name: self.plugins.sink(name).factory(self.output_dir, self.config) for name in self.config.sinks}
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        s = self.config.sampler
+        return self.plugins.sampler(s.name).factory(s.options, s.seed)
+
+    def open_study(self, cell: Cell, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, Encoding]:
+        encoding = make_encoding("index", cell.architectures)
+        study = optuna.create_study(
+            study_name=cell.study_name,
+            storage=storage,
+            sampler=self.sampler(),
+            pruner=make_pruner(self.config),
+            direction=self.config.direction,
+            load_if_exists=True,
+        )
+        if study.direction.name.lower() != self.config.direction:
+            raise ArchsearchError(
+                f"study {cell.study_name!r} was created to {study.direction.name.lower()}; the config says "
+                f"direction: {self.config.direction}"
+            )
+        check_unchanged(study, search_space_fingerprint(self.config, cell, encoding))
+        if CELL_ATTR not in study.user_attrs:
+            study.set_user_attr(
+                CELL_ATTR, {"experiment": self.config.experiment, "budget": cell.budget, "horizon": cell.horizon}
+            )
+        return study, encoding
+
+    def run(self) -> RunResult:
+        config = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        cells = self.cells()
+        storage = make_storage(config)
+        sinks = self.open_sinks()
+        summaries: list[CellSummary] = []
+        stop = StopRequest(self.output_dir)
+        try:
+            with stop:
+                for cell in cells:
+                    summaries.append(self.run_cell(cell, storage, sinks, stop))
+                    if stop.requested:
+                        break
+        finally:
+            for name, sink in sinks.items():
+                _safely(name, sink.close, sinks)
+        return RunResult(summaries, stop.reason, self.output_dir)
+
+    def run_cell(
+        self, cell: Cell, storage: optuna.storages.BaseStorage, sinks: dict[str, Sink], stop: StopRequest
+    ) -> CellSummary:
+        config = self.config
+        study, encoding = self.open_study(cell, storage)
+        recovered = recover_orphans(study)
+        if recovered:
+            log.warning("%s: %d trial(s) of a process that died were failed and queued again", cell.label, recovered)
+        queued = enqueue_coverage(study, config, cell, encoding)
+        if queued:
+            log.info("%s: queued %d coverage trials (every architecture, extremes first)", cell.label, queued)
+        summary = CellSummary(config.experiment, cell.budget, cell.horizon, cell.study_name, config.direction)
+        for t in study.get_trials(deepcopy=False):
+            summary.add(t)
+            if t.state.is_finished():
+                record = trial_record(t, cell.study_name)
+                for name, sink in list(sinks.items()):
+                    _safely(name, lambda s=sink, r=record: s.trial_finished(r, summary), sinks)
+        summary.n_running = 0
+        objective = Objective(config, self.plugins, cell, self.datasets()[cell.horizon], encoding)
+        bar = self.progress.cell(cell, summary, config.n_trials) if self.progress else None
+        if bar is not None:
+            objective.on_epoch = bar.epoch
+
+        def finished(study: optuna.Study, trial: FrozenTrial) -> None:
+            summary.add(trial)
+            record = trial_record(trial, cell.study_name)
+            for name, sink in list(sinks.items()):
+                _safely(name, lambda s=sink: s.trial_finished(record, summary), sinks)
+            log_trial(record, summary, cell, config)
+            if bar is not None:
+                bar.trial(record, summary)
+
+        deadline = time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf
+        try:
+            while count_finished(study) < config.n_trials and not stop.requested:
+                if time.monotonic() > deadline:
+                    log.warning("%s: timeout_hours (%s) reached", cell.label, config.timeout_hours)
+                    break
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[finished])
+        finally:
+            if bar is not None:
+                bar.close()
+        summary.finished = count_finished(study) >= config.n_trials
+        for name, sink in list(sinks.items()):
+            _safely(name, lambda s=sink: s.cell_finished(summary), sinks)
+        return summary
+
+
+def _safely(name: str, call: Callable[[], Any], sinks: dict[str, Sink]) -> None:
+    """Run a sink call; a sink that raises is reported and disabled, the study goes on."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the study
+        log.error("sink %r failed (%s: %s); it is disabled for the rest of this run", name, type(exc).__name__, exc)
+        sinks.pop(name, None)
+
+
+def log_trial(record: dict[str, Any], summary: CellSummary, cell: Cell, config: Config) -> None:
+    best = summary.best["val_loss"] if summary.best else float("nan")
+    value = record["val_loss"]
+    shown = f"{value:.5f}" if isinstance(value, float) else "-"
+    log.info(
+        "%s trial %d %s: d_model=%s n_layers=%s n_heads=%s d_ff=%s params=%s lr=%.2e epochs=%s batch=%s "
+        "wd=%.1e warmup=%s val_loss=%s train_loss=%s %.1fs | best %.5f (%d done, %d pruned, %d failed)%s",
+        cell.label,
+        record["trial"],
+        record["state"],
+        record["d_model"],
+        record["n_layers"],
+        record["n_heads"],
+        record["d_ff"],
+        f"{record['param_count']:,}" if record["param_count"] != "" else "?",
+        record["learning_rate"] or float("nan"),
+        record["epochs"],
+        record["batch_size"],
+        record["weight_decay"] or float("nan"),
+        record["warmup_steps"],
+        shown,
+        f"{record['train_loss']:.5f}" if isinstance(record["train_loss"], float) else "-",
+        record["duration_s"] or 0.0,
+        best,
+        summary.n_complete,
+        summary.n_pruned,
+        summary.n_failed,
+        f" [{record['fail_reason']}]" if record["fail_reason"] else "",
+    )

@@ -1,0 +1,124 @@
+"""Looking at a config's matrix without running it: ``plan``, ``status`` and ``export``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from archsearch.config import Config
+from archsearch.engine import CELL_ATTR, Engine, make_storage, model_spec
+from archsearch.records import ALL_COLUMNS, CellSummary, trial_record
+
+
+def _mean_value(config: Config, name: str) -> float:
+    spec = config.training_search_space.get(name)
+    if spec is None:
+        return float(getattr(config.training, name))
+    if spec.type == "categorical":
+        return fmean(float(c) for c in spec.choices)
+    if spec.type == "log_uniform":
+        import math
+
+        return math.exp((math.log(spec.low) + math.log(spec.high)) / 2)
+    return (spec.low + spec.high) / 2
+
+
+def plan_rows(config: Config) -> list[dict[str, Any]]:
+    """Each cell: study name, architectures, trials and the compute they imply."""
+    engine = Engine(config)
+    datasets = engine.datasets()
+    epochs = _mean_value(config, "epochs")
+    rows = []
+    for cell in engine.cells():
+        data = datasets[cell.horizon]
+        spec = model_spec(config, data)
+        tokens = spec.num_patches * (spec.num_features if config.model.variant == "patchtst-ci" else 1)
+        windows = int(data.split_info["train"]["windows"])
+        params = [a.param_count for a in cell.architectures]
+        mean_params = fmean(params)
+        rows.append(
+            {
+                "study_name": cell.study_name,
+                "budget": cell.budget,
+                "horizon": cell.horizon,
+                "architectures": len(cell.architectures),
+                "n_trials": config.n_trials,
+                "params_min": min(params),
+                "params_max": max(params),
+                "train_windows": windows,
+                "param_sample_epochs": mean_params * windows * epochs * config.n_trials,
+                "flops": 6 * mean_params * tokens * windows * epochs * config.n_trials,
+            }
+        )
+    return rows
+
+
+def experiment_studies(config: Config, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
+    """The experiment's cell studies in the storage (not the coverage markers), by name."""
+    names = sorted(
+        s.study_name
+        for s in storage.get_all_studies()
+        if s.study_name.startswith(f"{config.experiment}_") and CELL_ATTR in s.user_attrs
+    )
+    return [optuna.load_study(study_name=n, storage=storage) for n in names]
+
+
+def _summary(config: Config, study: optuna.Study) -> CellSummary:
+    cell = study.user_attrs[CELL_ATTR]
+    return CellSummary.from_trials(config.experiment, cell["budget"], cell["horizon"], study)
+
+
+def status_rows(config: Config) -> list[dict[str, Any]]:
+    storage = make_storage(config)
+    rows = []
+    for study in experiment_studies(config, storage):
+        s = _summary(config, study)
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        best = s.best or {}
+        rows.append(
+            {
+                "study_name": study.study_name,
+                "complete": s.n_complete,
+                "pruned": s.n_pruned,
+                "failed": s.n_failed,
+                "running": s.n_running,
+                "waiting": waiting,
+                "best_value": best.get("val_loss"),
+                "best_trial": best.get("trial"),
+                "best_arch": f"d{best.get('d_model')} L{best.get('n_layers')} ({best.get('param_count', 0):,})"
+                if best
+                else "",
+            }
+        )
+    return rows
+
+
+def export(config: Config) -> list[Path]:
+    """Rebuild ``experiment_results.csv`` and the best JSON files from the storage alone."""
+    from archsearch.plugins.sinks import CSV_NAME, JsonSink, atomic_write
+
+    storage = make_storage(config)
+    out_dir = config.output_path
+    rows = []
+    written = []
+    json_sink = JsonSink(out_dir, config)
+    for study in experiment_studies(config, storage):
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished():
+                rows.append(trial_record(t, study.study_name))
+        summary = _summary(config, study)
+        json_sink.cell_finished(summary)
+        if summary.best_trial is not None:
+            written.append(json_sink.path_for(summary))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ALL_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out_dir / CSV_NAME, buffer.getvalue())
+    return [out_dir / CSV_NAME, *written]

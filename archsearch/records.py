@@ -1,0 +1,178 @@
+"""Trial records and cell summaries, derived from Optuna's storage (the source of truth).
+
+The engine, the sinks and ``archsearch export`` all build rows with these functions, so a CSV
+rebuilt from the storage is the same as one written trial by trial.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.budget import format_budget
+
+#: The per-trial columns, in this order (SPEC.md); extra columns follow them.
+COLUMNS = (
+    "experiment",
+    "trial",
+    "budget",
+    "horizon",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "d_ff",
+    "param_count",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "weight_decay",
+    "warmup_steps",
+    "val_loss",
+    "train_loss",
+    "duration_s",
+    "timestamp",
+)
+EXTRA_COLUMNS = (
+    "state",
+    "cell",
+    "study_name",
+    "dropout",
+    "best_epoch",
+    "epochs_run",
+    "val_accuracy",
+    "val_auc",
+    "val_positive_rate",
+    "val_mae",
+    "test_loss",
+    "baseline_loss",
+    "device",
+    "samples_per_s",
+    "coverage",
+    "fail_reason",
+)
+ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
+ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
+TRAINING_FIELDS = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def cell_label(budget: int, horizon: int) -> str:
+    return f"{format_budget(budget)}_h{horizon}"
+
+
+def iso(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:  # Optuna stores naive local times
+        moment = moment.astimezone()
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
+    """One row: the SPEC's columns, then the extras, from what the engine stored on the trial."""
+    u = trial.user_attrs
+    training = u.get("training", {})
+    metrics = u.get("val_metrics", {})
+    budget = u.get("budget")
+    row: dict[str, Any] = {
+        "experiment": u.get("experiment", ""),
+        "trial": trial.number,
+        "budget": format_budget(budget) if budget else "",
+        "horizon": u.get("horizon", ""),
+        **{k: u.get(k, "") for k in ARCH_FIELDS},
+        **{k: training.get(k, "") for k in TRAINING_FIELDS},
+        "val_loss": trial.value if trial.state == TrialState.COMPLETE else u.get("last_val_loss", ""),
+        "train_loss": u.get("train_loss", ""),
+        "duration_s": round(trial.duration.total_seconds(), 3) if trial.duration else "",
+        "timestamp": iso(trial.datetime_complete or trial.datetime_start),
+        "state": trial.state.name,
+        "cell": cell_label(budget, u.get("horizon")) if budget else "",
+        "study_name": study_name,
+        "best_epoch": u.get("best_epoch", ""),
+        "epochs_run": u.get("epochs_run", ""),
+        "val_accuracy": metrics.get("accuracy", ""),
+        "val_auc": metrics.get("auc", ""),
+        "val_positive_rate": metrics.get("positive_rate", ""),
+        "val_mae": metrics.get("mae", ""),
+        "test_loss": u.get("test_loss", ""),
+        "baseline_loss": u.get("baseline_loss", ""),
+        "device": u.get("device", ""),
+        "samples_per_s": u.get("samples_per_s", ""),
+        "coverage": u.get("coverage", False),
+        "fail_reason": u.get("fail_reason", ""),
+    }
+    return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+@attrs.define
+class CellSummary:
+    """Where one cell (budget x horizon) stands; kept up to date by the engine."""
+
+    experiment: str
+    budget: int
+    horizon: int
+    study_name: str
+    direction: str = "minimize"
+    n_complete: int = 0
+    n_pruned: int = 0
+    n_failed: int = 0
+    n_running: int = 0
+    best: dict[str, Any] | None = None
+    best_trial: FrozenTrial | None = None
+    finished: bool = False
+
+    def add(self, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            self.n_complete += 1
+            better = self.best_trial is None or (
+                trial.value < self.best_trial.value
+                if self.direction == "minimize"
+                else trial.value > self.best_trial.value
+            )
+            if better:
+                self.best_trial = trial
+                self.best = trial_record(trial, self.study_name)
+        elif trial.state == TrialState.PRUNED:
+            self.n_pruned += 1
+        elif trial.state == TrialState.FAIL:
+            self.n_failed += 1
+        elif trial.state == TrialState.RUNNING:
+            self.n_running += 1
+
+    @classmethod
+    def from_trials(cls, experiment: str, budget: int, horizon: int, study: optuna.Study) -> CellSummary:
+        summary = cls(experiment, budget, horizon, study.study_name, study.direction.name.lower())
+        for t in study.get_trials(deepcopy=False):
+            summary.add(t)
+        return summary
+
+    def best_json(self) -> dict[str, Any] | None:
+        """The ``{experiment}_{budget}_best.json`` document (SPEC.md), or None before a result."""
+        t = self.best_trial
+        if t is None:
+            return None
+        u = t.user_attrs
+        return {
+            "experiment": self.experiment,
+            "budget": format_budget(self.budget),
+            "horizon": self.horizon,
+            "best_params": dict(t.params),
+            "best_value": t.value,
+            "n_trials_completed": self.n_complete,
+            "n_trials_pruned": self.n_pruned,
+            "n_trials_failed": self.n_failed,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "study_name": self.study_name,
+            "optuna_version": optuna.__version__,
+            "architecture": {k: u.get(k) for k in ARCH_FIELDS},
+            "training": u.get("training", {}),
+            "trial": t.number,
+            "val_metrics": u.get("val_metrics", {}),
+            "test_loss": u.get("test_loss"),
+            "baseline_loss": u.get("baseline_loss"),
+            "split": u.get("split", {}),
+        }
