@@ -7,13 +7,15 @@ rebuilt from the storage is the same as one written trial by trial.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.budget import format_budget
+
+if TYPE_CHECKING:  # optuna is imported where it is used: listing plugins stays fast
+    import optuna
+    from optuna.trial import FrozenTrial
 
 #: The per-trial columns, in this order (SPEC.md); extra columns follow them.
 COLUMNS = (
@@ -57,7 +59,6 @@ EXTRA_COLUMNS = (
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
 TRAINING_FIELDS = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def cell_label(budget: int, horizon: int) -> str:
@@ -74,6 +75,8 @@ def iso(moment: dt.datetime | None) -> str:
 
 def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
     """One row: the SPEC's columns, then the extras, from what the engine stored on the trial."""
+    from optuna.trial import TrialState
+
     u = trial.user_attrs
     training = u.get("training", {})
     metrics = u.get("val_metrics", {})
@@ -126,6 +129,8 @@ class CellSummary:
     finished: bool = False
 
     def add(self, trial: FrozenTrial) -> None:
+        from optuna.trial import TrialState
+
         if trial.state == TrialState.COMPLETE:
             self.n_complete += 1
             better = self.best_trial is None or (
@@ -152,6 +157,8 @@ class CellSummary:
 
     def best_json(self) -> dict[str, Any] | None:
         """The ``{experiment}_{budget}_best.json`` document (SPEC.md), or None before a result."""
+        import optuna
+
         t = self.best_trial
         if t is None:
             return None

@@ -4,5 +4,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "archsearch.plugins.budget_grid",
     "archsearch.plugins.patchtst",
     "archsearch.plugins.patchtst_ci",
+    "archsearch.plugins.samplers",
     "archsearch.plugins.sinks",
 )
