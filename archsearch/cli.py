@@ -190,7 +190,7 @@ def resume_command() -> str:
     return "python -m archsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def summary_text(result, config) -> str:  # noqa: ANN001
+def summary_text(result, config) -> str:
     from archsearch.budget import format_budget
 
     lines = [f"results in {result.output_dir}/ (storage {_redacted(config.storage_url)})"]

@@ -46,11 +46,17 @@ class ParamSpec:
         if self.type == "categorical":
             return trial.suggest_categorical(name, list(self.choices))
         if self.type == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(name, self.low, self.high, log=self.type == "log_uniform", step=self.step)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in attrs.asdict(self).items() if v is not None and v is not False}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in attrs.asdict(self).items()
+            if v is not None and v is not False
+        }
 
 
 @attrs.frozen
@@ -68,6 +74,9 @@ class TrainingDefaults:
     device: str = "auto"
     micro_batch_size: int | None = None
     seed: int = 0
+    #: CPU threads for torch; null = 1 below 2M parameters (small models lose more to thread
+    #: synchronisation than they gain), else every core.
+    cpu_threads: int | None = None
 
 
 SEARCHABLE = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout", "grad_clip")
@@ -183,7 +192,9 @@ class Config:
         a = self.model.architecture
         return None if a is None else Architecture(a.d_model, a.n_layers, a.n_heads, a.d_ff)
 
-    def model_spec(self, num_features: int, head: str, n_outputs: int, n_targets: int, targets=()) -> ModelSpec:
+    def model_spec(
+        self, num_features: int, head: str, n_outputs: int, n_targets: int, targets=()
+    ) -> ModelSpec:
         m = self.model
         return ModelSpec(
             num_features=num_features,
@@ -218,7 +229,9 @@ def _float(value: Any, _: type) -> float:
 
 
 def _int(value: Any, _: type) -> int:
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    ):
         raise ValueError(f"expected a whole number, got {describe_value(value)}")
     return int(value)
 
@@ -329,9 +342,13 @@ def problems(config: Config) -> list[str]:
         )
     fixed = config.model.architecture
     if not config.budgets and fixed is None:
-        out.append("budgets: expected at least one budget (e.g. [2M, 20M]), or model.architecture for a fixed one")
+        out.append(
+            "budgets: expected at least one budget (e.g. [2M, 20M]), or model.architecture for a fixed one"
+        )
     if config.budgets and fixed is not None:
-        out.append("budgets: model.architecture fixes the architecture; remove budgets or the fixed architecture")
+        out.append(
+            "budgets: model.architecture fixes the architecture; remove budgets or the fixed architecture"
+        )
     if len(set(config.budgets)) != len(config.budgets):
         out.append(f"budgets: {[format_budget(b) for b in config.budgets]} lists a budget twice")
     if not config.horizons:
@@ -356,12 +373,16 @@ def problems(config: Config) -> list[str]:
         )
     m = config.model
     if m.patch_len > m.context_length:
-        out.append(f"model.patch_len: {m.patch_len} must not exceed model.context_length ({m.context_length})")
+        out.append(
+            f"model.patch_len: {m.patch_len} must not exceed model.context_length ({m.context_length})"
+        )
     for key in ("context_length", "patch_len", "stride"):
         if getattr(m, key) <= 0:
             out.append(f"model.{key}: expected a positive whole number, got {getattr(m, key)}")
     if config.allocation.k <= 0:
-        out.append(f"allocation.k: expected a positive number of trials per architecture, got {config.allocation.k}")
+        out.append(
+            f"allocation.k: expected a positive number of trials per architecture, got {config.allocation.k}"
+        )
     if not config.sinks:
         out.append("sinks: expected at least one sink, e.g. [csv, json]")
     t = config.training

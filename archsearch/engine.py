@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,9 @@ def prepare_data(config: Config, frame: Any, horizon: int) -> Any:
 
 
 def model_spec(config: Config, data: Any, dropout: float | None = None) -> Any:
-    spec = config.model_spec(data.num_features, data.head, data.n_outputs, data.n_targets, data.target_channels)
+    spec = config.model_spec(
+        data.num_features, data.head, data.n_outputs, data.n_targets, data.target_channels
+    )
     return spec if dropout is None else attrs.evolve(spec, dropout=dropout)
 
 
@@ -119,9 +122,13 @@ def make_storage(config: Config) -> optuna.storages.BaseStorage:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
     except Exception as exc:  # noqa: BLE001 - storage errors are the user's to fix
-        raise ArchsearchError(f"storage {redact(url)} cannot be opened: {type(exc).__name__}: {exc}") from None
+        raise ArchsearchError(
+            f"storage {redact(url)} cannot be opened: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def redact(url: str) -> str:
@@ -210,12 +217,14 @@ def recover_orphans(study: optuna.Study) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
         h, _, pid = worker.rpartition(":")
-        if h != host or not pid.isdigit() or _pid_alive(int(pid)) and worker != WORKER:
+        if h != host or not pid.isdigit() or (_pid_alive(int(pid)) and worker != WORKER):
             continue
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {worker} died mid-trial")
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         retry_of = t.user_attrs.get("retry_of", t.number)
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": retry_of, "coverage": t.user_attrs.get("coverage", False)})
+        study.enqueue_trial(
+            dict(t.params), user_attrs={"retry_of": retry_of, "coverage": t.user_attrs.get("coverage", False)}
+        )
         n += 1
     return n
 
@@ -287,8 +296,11 @@ class Objective:
         }.items():
             trial.set_user_attr(key, value)
         seed = config.training.seed + trial.number
+        set_cpu_threads(config.training.cpu_threads, arch.param_count)
         seed_everything(seed)
-        model = self.plugins.variant(config.model.variant).build(arch, model_spec(config, self.data, values["dropout"]))
+        model = self.plugins.variant(config.model.variant).build(
+            arch, model_spec(config, self.data, values["dropout"])
+        )
         train_config = TrainConfig(
             learning_rate=values["learning_rate"],
             epochs=int(values["epochs"]),
@@ -324,6 +336,19 @@ class Objective:
         trial.set_user_attr("device", str(result.device))
         trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
         return result.best_val_loss
+
+
+SMALL_MODEL = 2_000_000
+
+
+def set_cpu_threads(threads: int | None, param_count: int) -> None:
+    """torch's CPU threads for a trial: as configured, else 1 for small models, else every core."""
+    import torch
+
+    if threads is None:
+        threads = 1 if param_count < SMALL_MODEL else os.cpu_count() or 1
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +425,9 @@ class Engine:
         return build_cells(self.config, self.plugins, self.datasets())
 
     def open_sinks(self) -> dict[str, Sink]:
-        return {name: self.plugins.sink(name).factory(self.output_dir, self.config) for name in self.config.sinks}
+        return {
+            name: self.plugins.sink(name).factory(self.output_dir, self.config) for name in self.config.sinks
+        }
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         s = self.config.sampler
@@ -424,7 +451,8 @@ class Engine:
         check_unchanged(study, search_space_fingerprint(self.config, cell, encoding))
         if CELL_ATTR not in study.user_attrs:
             study.set_user_attr(
-                CELL_ATTR, {"experiment": self.config.experiment, "budget": cell.budget, "horizon": cell.horizon}
+                CELL_ATTR,
+                {"experiment": self.config.experiment, "budget": cell.budget, "horizon": cell.horizon},
             )
         return study, encoding
 
@@ -454,7 +482,9 @@ class Engine:
         study, encoding = self.open_study(cell, storage)
         recovered = recover_orphans(study)
         if recovered:
-            log.warning("%s: %d trial(s) of a process that died were failed and queued again", cell.label, recovered)
+            log.warning(
+                "%s: %d trial(s) of a process that died were failed and queued again", cell.label, recovered
+            )
         queued = enqueue_coverage(study, config, cell, encoding)
         if queued:
             log.info("%s: queued %d coverage trials (every architecture, extremes first)", cell.label, queued)
@@ -462,7 +492,7 @@ class Engine:
         for t in study.get_trials(deepcopy=False):
             summary.add(t)
             if t.state.is_finished():
-                record = trial_record(t, cell.study_name)
+                record = {**trial_record(t, cell.study_name), "replayed": True}
                 for name, sink in list(sinks.items()):
                     _safely(name, lambda s=sink, r=record: s.trial_finished(r, summary), sinks)
         summary.n_running = 0
@@ -501,7 +531,9 @@ def _safely(name: str, call: Callable[[], Any], sinks: dict[str, Sink]) -> None:
     try:
         call()
     except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the study
-        log.error("sink %r failed (%s: %s); it is disabled for the rest of this run", name, type(exc).__name__, exc)
+        log.error(
+            "sink %r failed (%s: %s); it is disabled for the rest of this run", name, type(exc).__name__, exc
+        )
         sinks.pop(name, None)
 
 

@@ -65,7 +65,9 @@ class SamplerPlugin:
 class Sink(Protocol):
     """A result sink: told of every finished trial (complete, pruned or failed) with the row of
     :func:`archsearch.records.trial_record` and its cell's :class:`~archsearch.records.CellSummary`,
-    and of every finished cell. On a resumed run the storage's finished trials are told again."""
+    and of every finished cell. When a run starts, the storage's finished trials are told again
+    with ``record["replayed"] = True``, so a sink can rebuild what it lost (the CSV adds missing
+    rows) or skip them (a notifier)."""
 
     def trial_finished(self, record: Mapping[str, Any], cell: Any) -> None: ...
 
