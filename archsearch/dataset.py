@@ -1,0 +1,219 @@
+"""Windows of a loaded frame, split in time, scaled with training statistics, ready to train on.
+
+:func:`prepare` keeps the scaled series once and each split's window end rows, so memory stays at
+the size of the data; :meth:`PreparedData.batch` gathers the windows of a batch by index (on the
+device the data lives on, with no DataLoader).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import pandas as pd
+import torch
+
+from archsearch.architecture import HeadKind, ModelSpec
+from archsearch.data import LoadedFrame
+from archsearch.errors import DataError
+from archsearch.splits import SPLITS, SplitConfig, rows_needed, split_ranges, window_ends
+from archsearch.tasks import TaskConfig, TaskKind, constant_bce, threshold_labels
+
+
+@attrs.frozen(eq=False)
+class PreparedData:
+    """Scaled series, per-split window ends and labels, and what a model needs to know.
+
+    ``series`` is ``[rows, num_features]`` float32, scaled by ``scaler_mean``/``scaler_std``
+    (fit on the training rows). ``ends[split]`` are the window end rows; ``labels[split]`` is
+    ``[windows, 1]`` (threshold) or ``[windows, horizon, n_targets]`` (forecast, scaled).
+    ``baseline_loss`` is the validation loss of the trivial predictor: the training positive rate
+    (BCE) or the last value repeated (MSE). ``split_info`` says what each split covers.
+    """
+
+    series: torch.Tensor
+    ends: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    task_kind: TaskKind
+    context_length: int
+    horizon: int
+    head: HeadKind
+    n_outputs: int
+    n_targets: int
+    target_channels: tuple[int, ...]
+    feature_names: tuple[str, ...]
+    target_name: str
+    scaler_mean: np.ndarray
+    scaler_std: np.ndarray
+    split_info: dict[str, dict[str, Any]]
+    baseline_loss: float
+    source: str
+    offsets: torch.Tensor = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        offsets = torch.arange(-self.context_length + 1, 1, device=self.series.device)
+        object.__setattr__(self, "offsets", offsets)
+
+    @property
+    def num_features(self) -> int:
+        return self.series.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.series.device
+
+    def n_windows(self, split: str) -> int:
+        return int(self.ends[split].shape[0])
+
+    def batch(self, split: str, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs ``[b, context_length, num_features]`` and labels of the windows ``index`` of a split
+        (all windows when ``index`` is None)."""
+        ends = self.ends[split] if index is None else self.ends[split][index]
+        y = self.labels[split] if index is None else self.labels[split][index]
+        return self.series[ends[:, None] + self.offsets], y
+
+    def to(self, device: torch.device | str) -> PreparedData:
+        """The same data on ``device`` (returns ``self`` when it is there already)."""
+        device = torch.device(device)
+        if self.series.device == device:
+            return self
+        return attrs.evolve(
+            self,
+            series=self.series.to(device),
+            ends={k: v.to(device) for k, v in self.ends.items()},
+            labels={k: v.to(device) for k, v in self.labels.items()},
+        )
+
+    @property
+    def x_train(self) -> torch.Tensor:
+        return self.batch("train")[0]
+
+    @property
+    def y_train(self) -> torch.Tensor:
+        return self.labels["train"]
+
+    @property
+    def x_val(self) -> torch.Tensor:
+        return self.batch("val")[0]
+
+    @property
+    def y_val(self) -> torch.Tensor:
+        return self.labels["val"]
+
+    @property
+    def x_test(self) -> torch.Tensor:
+        return self.batch("test")[0]
+
+    @property
+    def y_test(self) -> torch.Tensor:
+        return self.labels["test"]
+
+    def model_spec(self, **options: Any) -> ModelSpec:
+        """A :class:`ModelSpec` with this data's shape and head; ``options`` set the rest
+        (``patch_len``, ``stride``, ``dropout``, ...)."""
+        return ModelSpec(
+            num_features=self.num_features,
+            context_length=self.context_length,
+            head=self.head,
+            n_outputs=self.n_outputs,
+            n_targets=self.n_targets,
+            target_channels=self.target_channels,
+            **options,
+        )
+
+
+def prepare(
+    frame: LoadedFrame, task: TaskConfig, split: SplitConfig, horizon: int, context_length: int
+) -> PreparedData:
+    """Split ``frame`` in time, scale it with training statistics and label every window."""
+    if horizon < 1 or context_length < 1:
+        raise ValueError(f"horizon and context_length must be positive, got {horizon} and {context_length}")
+    src = frame.source
+    n_rows = frame.n_rows
+    ranges = split_ranges(n_rows, split, frame.dates, src)
+    per_split = context_length + horizon
+    short = {name: r for name, r in ranges.items() if r[1] - r[0] < per_split}
+    if short:
+        name, (start, end) = next(iter(short.items()))
+        total = rows_needed(split, per_split)
+        overall = (
+            f"With fractions {list(split.fractions)} that takes at least {total} rows; " if total else ""
+        )
+        raise DataError(
+            f"{src}: too few rows. A window needs context_length {context_length} + horizon {horizon} = "
+            f"{per_split} rows inside one split, but the {name} split has {end - start} "
+            f"(rows {start}..{end - 1}). "
+            f"{overall}the data has {n_rows} rows."
+        )
+
+    values = frame.frame.to_numpy(dtype=np.float64)
+    train_start, train_end = ranges["train"]
+    mean = values[train_start:train_end].mean(axis=0)
+    std = values[train_start:train_end].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    scaled = ((values - mean) / std).astype(np.float32)
+
+    target_index = frame.column_index(frame.target_name)
+    if task.kind == "threshold":
+        channels = (target_index,)
+        prices = values[:, target_index]
+    else:
+        channels = tuple(frame.column_index(n) for n in task.targets) if task.targets else (target_index,)
+
+    ends: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    for name in SPLITS:
+        ends[name] = window_ends(ranges[name], context_length, horizon)
+        if task.kind == "threshold":
+            e = ends[name]
+            if (prices[e] <= 0).any():
+                i = int(e[np.flatnonzero(prices[e] <= 0)[0]])
+                raise DataError(
+                    f"{src}: the threshold task needs a positive target; column '{frame.target_name}' is "
+                    f"{prices[i]} at row {i}. Use kind: forecast, or a price column as the target."
+                )
+            labels[name] = threshold_labels(prices, e, horizon, task.threshold, task.rule)[:, None]
+        else:
+            future = ends[name][:, None] + np.arange(1, horizon + 1)
+            labels[name] = scaled[future][:, :, list(channels)]
+
+    if task.kind == "threshold":
+        baseline = constant_bce(labels["train"], labels["val"])
+    else:
+        last = scaled[ends["val"]][:, None, list(channels)]
+        baseline = float(np.mean((labels["val"] - last) ** 2, dtype=np.float64))
+
+    info: dict[str, dict[str, Any]] = {}
+    for name in SPLITS:
+        start, end = ranges[name]
+        entry: dict[str, Any] = {"rows": [start, end], "windows": len(ends[name])}
+        if frame.dates is not None:
+            entry["first_date"] = _iso(frame.dates.iloc[start])
+            entry["last_date"] = _iso(frame.dates.iloc[end - 1])
+        info[name] = entry
+
+    return PreparedData(
+        series=torch.from_numpy(scaled),
+        ends={k: torch.from_numpy(v) for k, v in ends.items()},
+        labels={k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in labels.items()},
+        task_kind=task.kind,
+        context_length=context_length,
+        horizon=horizon,
+        head=task.head,
+        n_outputs=1 if task.kind == "threshold" else horizon,
+        n_targets=len(channels),
+        target_channels=channels,
+        feature_names=frame.feature_names,
+        target_name=frame.target_name,
+        scaler_mean=mean,
+        scaler_std=std,
+        split_info=info,
+        baseline_loss=baseline,
+        source=src,
+    )
+
+
+def _iso(stamp: pd.Timestamp) -> str:
+    """``2015-01-02`` for a midnight timestamp, the full ISO form otherwise."""
+    return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
