@@ -119,6 +119,9 @@ class ArchitectureConfig:
     d_ff_ratios: tuple[int, ...] | None = None
     head_rule: HeadRule | None = None
     max_architectures: int | None = None
+    #: How a trial's architecture becomes Optuna parameters: ``structured`` (ordered width, depth,
+    #: ratio and heads coordinates) or ``index`` (one categorical over the list, the plan's).
+    encoding: Literal["structured", "index"] = "index"
 
     def resolve(self) -> ArchSpace:
         base = SPACES[self.space]

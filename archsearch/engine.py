@@ -113,6 +113,8 @@ def coverage_order(archs: Sequence[Architecture], k: int) -> list[Architecture]:
 # -- study set-up --------------------------------------------------------------------------------
 def make_storage(config: Config) -> optuna.storages.BaseStorage:
     url = config.storage_url
+    if url == "memory":  # one process, nothing kept: for benchmarks and throwaway runs
+        return optuna.storages.InMemoryStorage()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -215,7 +217,7 @@ def recover_orphans(study: optuna.Study) -> int:
     host = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker", "")
+        worker = t.user_attrs.get("setup", {}).get("worker", "")
         h, _, pid = worker.rpartition(":")
         if h != host or not pid.isdigit() or (_pid_alive(int(pid)) and worker != WORKER):
             continue
@@ -260,8 +262,29 @@ def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: 
 
 
 def count_finished(study: optuna.Study) -> int:
+    """Complete and pruned trials in the storage (every worker's)."""
     storage, sid = study._storage, study._study_id
     return sum(storage.get_n_trials(sid, state) for state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
+class FinishedCounter:
+    """Finished trials toward ``n_trials``: this process's own count, refreshed from the storage
+    (which also sees other workers' trials) at most every ``refresh_s`` seconds. A stale count is
+    only ever too low, so a cell is never left short (with several workers it may overshoot by the
+    trials they finish within ``refresh_s``). Saves two queries per trial on a database storage."""
+
+    def __init__(self, study: optuna.Study, refresh_s: float = 2.0) -> None:
+        self.study = study
+        self.refresh_s = refresh_s
+        self.others = 0
+        self.checked = -math.inf
+
+    def count(self, summary: CellSummary) -> int:
+        local = summary.n_complete + summary.n_pruned
+        if time.monotonic() - self.checked > self.refresh_s:
+            self.others = count_finished(self.study) - local
+            self.checked = time.monotonic()
+        return local + self.others
 
 
 # -- the objective -------------------------------------------------------------------------------
@@ -273,34 +296,47 @@ class Objective:
     data: Any
     encoding: Encoding
     on_epoch: Callable[[int, int, float], None] | None = None
+    #: The trainer (``archsearch.trainer.train``) and model builder (the variant's); the overhead
+    #: benchmark passes null ones to time the engine around them.
+    train_fn: Callable[..., Any] | None = None
+    build_fn: Callable[..., Any] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.train_fn is None:
+            from archsearch.trainer import train
+
+            self.train_fn = train
+        if self.build_fn is None:
+            self.build_fn = self.plugins.variant(self.config.model.variant).build
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from archsearch.trainer import TrainConfig, seed_everything, train
+        from archsearch.trainer import TrainConfig, seed_everything
 
         config, cell = self.config, self.cell
-        trial.set_user_attr("worker", WORKER)
         arch = self.encoding.suggest(trial)
         arch = next(a for a in cell.architectures if a == arch)
         values = attrs.asdict(config.training)
         for name in SEARCHABLE:
             if name in config.training_search_space:
                 values[name] = config.training_search_space[name].suggest(trial, name)
-        for key, value in {
-            "experiment": config.experiment,
-            "budget": cell.budget,
-            "horizon": cell.horizon,
-            **arch.as_dict(),
-            "training": {k: values[k] for k in SEARCHABLE},
-            "baseline_loss": self.data.baseline_loss,
-            "split": self.data.split_info,
-        }.items():
-            trial.set_user_attr(key, value)
+        # Two writes per trial (what it is, then what it gave): each is a transaction on an RDB.
+        trial.set_user_attr(
+            "setup",
+            {
+                "experiment": config.experiment,
+                "budget": cell.budget,
+                "horizon": cell.horizon,
+                **arch.as_dict(),
+                "training": {k: values[k] for k in SEARCHABLE},
+                "baseline_loss": self.data.baseline_loss,
+                "split": self.data.split_info,
+                "worker": WORKER,
+            },
+        )
         seed = config.training.seed + trial.number
         set_cpu_threads(config.training.cpu_threads, arch.param_count)
         seed_everything(seed)
-        model = self.plugins.variant(config.model.variant).build(
-            arch, model_spec(config, self.data, values["dropout"])
-        )
+        model = self.build_fn(arch, model_spec(config, self.data, values["dropout"]))
         train_config = TrainConfig(
             learning_rate=values["learning_rate"],
             epochs=int(values["epochs"]),
@@ -317,24 +353,28 @@ class Objective:
 
         def epoch_done(e: Any) -> None:
             trial.report(e.val_loss, e.epoch)
-            trial.set_user_attr("last_val_loss", e.val_loss)
             if self.on_epoch is not None:
                 self.on_epoch(e.epoch, train_config.epochs, e.val_loss)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {e.epoch} (val loss {e.val_loss:.5g})")
 
         try:
-            result = train(model, self.data, train_config, on_epoch=epoch_done)
+            result = self.train_fn(model, self.data, train_config, on_epoch=epoch_done)
         except TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
-        trial.set_user_attr("train_loss", result.train_loss)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("val_metrics", _finite(result.val_metrics))
-        trial.set_user_attr("test_loss", result.test_loss)
-        trial.set_user_attr("device", str(result.device))
-        trial.set_user_attr("samples_per_s", round(result.samples_per_s, 1))
+        trial.set_user_attr(
+            "result",
+            {
+                "train_loss": result.train_loss,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "val_metrics": _finite(result.val_metrics),
+                "test_loss": result.test_loss,
+                "device": str(result.device),
+                "samples_per_s": round(result.samples_per_s, 1),
+            },
+        )
         return result.best_val_loss
 
 
@@ -407,8 +447,12 @@ class Engine:
         config: Config,
         plugins: Plugins | None = None,
         progress: Any = None,
+        train_fn: Callable[..., Any] | None = None,
+        build_fn: Callable[..., Any] | None = None,
     ) -> None:
         self.config = config
+        self.train_fn = train_fn
+        self.build_fn = build_fn
         self.plugins = plugins or get_plugin_manager(config.plugins)
         self.progress = progress
         self.output_dir = config.output_path
@@ -434,7 +478,7 @@ class Engine:
         return self.plugins.sampler(s.name).factory(s.options, s.seed)
 
     def open_study(self, cell: Cell, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, Encoding]:
-        encoding = make_encoding("index", cell.architectures)
+        encoding = make_encoding(self.config.architecture.encoding, cell.architectures)
         study = optuna.create_study(
             study_name=cell.study_name,
             storage=storage,
@@ -496,7 +540,15 @@ class Engine:
                 for name, sink in list(sinks.items()):
                     _safely(name, lambda s=sink, r=record: s.trial_finished(r, summary), sinks)
         summary.n_running = 0
-        objective = Objective(config, self.plugins, cell, self.datasets()[cell.horizon], encoding)
+        objective = Objective(
+            config,
+            self.plugins,
+            cell,
+            self.datasets()[cell.horizon],
+            encoding,
+            train_fn=self.train_fn,
+            build_fn=self.build_fn,
+        )
         bar = self.progress.cell(cell, summary, config.n_trials) if self.progress else None
         if bar is not None:
             objective.on_epoch = bar.epoch
@@ -511,8 +563,9 @@ class Engine:
                 bar.trial(record, summary)
 
         deadline = time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf
+        counter = FinishedCounter(study)
         try:
-            while count_finished(study) < config.n_trials and not stop.requested:
+            while counter.count(summary) < config.n_trials and not stop.requested:
                 if time.monotonic() > deadline:
                     log.warning("%s: timeout_hours (%s) reached", cell.label, config.timeout_hours)
                     break

@@ -73,11 +73,24 @@ def iso(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def trial_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """What the engine stored on a trial: its ``setup`` and ``result`` dicts and the other user
+    attributes (``coverage``, ``retry_of``, ``fail_reason``), merged into one mapping."""
+    u = dict(trial.user_attrs)
+    return {**u.pop("setup", {}), **u.pop("result", {}), **u}
+
+
 def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
     """One row: the SPEC's columns, then the extras, from what the engine stored on the trial."""
     from optuna.trial import TrialState
 
-    u = trial.user_attrs
+    u = trial_attrs(trial)
+    if trial.state == TrialState.COMPLETE:
+        val_loss = trial.value
+    elif trial.intermediate_values:  # pruned (or failed) after some epochs: the last one reported
+        val_loss = trial.intermediate_values[max(trial.intermediate_values)]
+    else:
+        val_loss = ""
     training = u.get("training", {})
     metrics = u.get("val_metrics", {})
     budget = u.get("budget")
@@ -88,7 +101,7 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "horizon": u.get("horizon", ""),
         **{k: u.get(k, "") for k in ARCH_FIELDS},
         **{k: training.get(k, "") for k in TRAINING_FIELDS},
-        "val_loss": trial.value if trial.state == TrialState.COMPLETE else u.get("last_val_loss", ""),
+        "val_loss": val_loss,
         "train_loss": u.get("train_loss", ""),
         "duration_s": round(trial.duration.total_seconds(), 3) if trial.duration else "",
         "timestamp": iso(trial.datetime_complete or trial.datetime_start),
@@ -162,7 +175,7 @@ class CellSummary:
         t = self.best_trial
         if t is None:
             return None
-        u = t.user_attrs
+        u = trial_attrs(t)
         return {
             "experiment": self.experiment,
             "budget": format_budget(self.budget),

@@ -17,15 +17,21 @@ from archsearch.registry import SinkPlugin
 CSV_NAME = "experiment_results.csv"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
+def atomic_write(path: Path, text: str, durable: bool = False) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    ``durable`` also fsyncs before the rename (a power cut then keeps one or the other too). The
+    per-trial files skip it: they are derived from the storage, which is the source of truth, and
+    rebuilt from it by ``archsearch export`` and at the start of every run.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,7 +73,7 @@ class CsvSink:
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", restval="")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.path, out.getvalue())
+        atomic_write(self.path, out.getvalue(), durable=True)
         self.migrated = (len(rows), [c for c in COLUMNS if c not in header])
 
     def trial_finished(self, record: dict[str, Any], cell: CellSummary) -> None:
@@ -75,8 +81,7 @@ class CsvSink:
         if key in self.seen:
             return
         self.writer.writerow(record)
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        self.file.flush()  # visible to readers at once; the storage is what survives a crash
         self.seen.add(key)
 
     def cell_finished(self, cell: CellSummary) -> None:

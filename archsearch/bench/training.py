@@ -5,21 +5,20 @@ materialised windows, fp32, AdamW, BCE. The trainer indexes the series tensor di
 gradient clipping, the warmup-cosine schedule and the non-finite check). Both train the same
 ``patchtst`` model (same seed, 20 synthetic features, context 60, 11 patches) on the same number of
 windows; samples/s counts training steps only, best of ``repeats`` interleaved runs (the machine
-may be shared). Run ``python benchmarks/training.py [--quick]``.
+may be shared). Run ``python -m archsearch bench training [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
-from archsearch.plugins.patchtst import build, estimate
 from torch.utils.data import DataLoader, TensorDataset
 
 from archsearch.architecture import Architecture
 from archsearch.data import DataConfig, load_frame
 from archsearch.dataset import PreparedData, prepare
+from archsearch.plugins.patchtst import build, estimate
 from archsearch.splits import SplitConfig
 from archsearch.tasks import TaskConfig
 from archsearch.trainer import TrainConfig, seed_everything, train
@@ -118,13 +117,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute on two cores)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
-    args = parser.parse_args()
-    started = time.perf_counter()
-    print(markdown(run(quick=args.quick, threads=args.threads)))
-    print(f"\n({time.perf_counter() - started:.0f} s)")
+def suite(quick: bool) -> dict:
+    """The ``training`` suite: our trainer vs a plain loop on the CPU (1 thread, as trials run)."""
+    rows = run(quick=quick, repeats=2 if quick else 3, threads=1)
+    return {"rows": rows, "markdown": markdown(rows), "plots": {}}
