@@ -240,7 +240,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'study':<34} {'done':>5} {'pruned':>6} {'failed':>6} {'running':>7} {'waiting':>7}  best")
     for r in rows:
         best = (
-            f"{r['best_value']:.5f} (trial {r['best_trial']}: {r['best_arch']})" if r["best_value"] is not None else "-"
+            f"{r['best_value']:.5f} (trial {r['best_trial']}: {r['best_arch']})"
+            if r["best_value"] is not None
+            else "-"
         )
         print(
             f"{r['study_name']:<34} {r['complete']:>5} {r['pruned']:>6} {r['failed']:>6} {r['running']:>7} "
@@ -259,6 +261,80 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="tables and plots of an experiment's results: HTML, PNG and Markdown",
+        description="Write the best architecture per cell, the scaling view, depth/width plots, the "
+        "optimisation history and parameter importance into OUTPUT_DIR/report/ (or --output).",
+    )
+    p.add_argument(
+        "source",
+        metavar="CONFIG|OUTPUT_DIR",
+        help="the experiment's YAML file (reads its storage, running studies included), its output "
+        "directory (archsearch.db if there, else experiment_results.csv) or a results CSV",
+    )
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=("html", "png", "md"),
+        help="html (one self-contained file), png (the figures) or md (a summary linking the PNGs); "
+        "repeatable; default all three",
+    )
+    p.add_argument("--output", help="directory to write into (default: the output directory's report/)")
+    p.add_argument("--storage", help="read this Optuna storage URL instead of the config's")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from archsearch.report import FORMATS, build_report
+
+    data, paths = build_report(args.source, args.format or FORMATS, args.output, args.storage)
+    notice = data.partial_notice()
+    if notice:
+        print(notice, file=sys.stderr)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from archsearch.bench import SUITES
+
+    p = sub.add_parser("bench", help="run benchmark suites: " + ", ".join(SUITES) + ", or all")
+    p.add_argument(
+        "suites", nargs="*", default=["all"], metavar="SUITE", help="suite names, or all (default)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smaller sizes: all suites in under 10 minutes on 2 cores"
+    )
+    p.add_argument("--output", default="bench-results", help="directory for the JSON, Markdown and PNG files")
+    p.add_argument(
+        "--generate",
+        action="store_true",
+        help="(architectures) train the tabular benchmark into benchmarks/data/ first; resumes",
+    )
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from archsearch.bench import SUITES, run_suites
+
+    names = list(SUITES) if args.suites in (["all"], []) else args.suites
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise ArchsearchError(f"unknown suite {unknown[0]!r}; the suites are {', '.join(SUITES)} and all")
+    if args.generate:
+        from archsearch.bench.tabular import generate
+
+        generate()
+    run_suites(names, args.quick, Path(args.output))
+    print(f"results in {args.output}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archsearch",
@@ -268,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid(sub)
     _add_plugins(sub)
     _add_config_commands(sub)
+    _add_bench(sub)
+    _add_report(sub)
     return parser
 
 

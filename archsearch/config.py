@@ -155,6 +155,16 @@ class AllocationConfig:
 
 
 @attrs.frozen
+class WorkersConfig:
+    """Several processes (on one or many machines) sharing one study through the storage."""
+
+    #: Seconds between a running trial's heartbeats.
+    heartbeat_interval: float = 30.0
+    #: Seconds without a heartbeat after which another worker fails the trial and retries it.
+    grace_period: float = 120.0
+
+
+@attrs.frozen
 class Config:
     experiment: str
     budgets: tuple[Budget, ...] = ()
@@ -173,6 +183,7 @@ class Config:
     sampler: SamplerConfig = attrs.Factory(SamplerConfig)
     pruner: PrunerConfig = attrs.Factory(PrunerConfig)
     allocation: AllocationConfig = attrs.Factory(AllocationConfig)
+    workers: WorkersConfig = attrs.Factory(WorkersConfig)
     storage: str | None = None
     output_dir: str = "runs/{experiment}"
     sinks: tuple[str, ...] = ("csv", "json")
@@ -385,6 +396,11 @@ def problems(config: Config) -> list[str]:
     if config.allocation.k <= 0:
         out.append(
             f"allocation.k: expected a positive number of trials per architecture, got {config.allocation.k}"
+        )
+    if not 0 < config.workers.heartbeat_interval < config.workers.grace_period:
+        out.append(
+            "workers: expected 0 < heartbeat_interval < grace_period, got "
+            f"{config.workers.heartbeat_interval} and {config.workers.grace_period}"
         )
     if not config.sinks:
         out.append("sinks: expected at least one sink, e.g. [csv, json]")

@@ -33,9 +33,14 @@ def _field_names(cls: type) -> list[str]:
 
 def unknown_key_message(path: str, key: str, valid: list[str]) -> str:
     where = _join(path, key)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6) or [
-        v for v in valid if "".join(part[:1] for part in v.split("_")) == key.lower() or v.startswith(key.lower())
-    ][:1]
+    close = (
+        difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        or [
+            v
+            for v in valid
+            if "".join(part[:1] for part in v.split("_")) == key.lower() or v.startswith(key.lower())
+        ][:1]
+    )
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"{where}: unknown key{hint} (valid keys here: {', '.join(sorted(valid))})"
 

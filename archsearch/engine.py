@@ -10,9 +10,7 @@ import logging
 import math
 import os
 import signal
-import socket
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from archsearch.architecture import Architecture
 from archsearch.budget import format_budget
 from archsearch.budget_grid import extremes, get_architectures_for_budget
 from archsearch.config import SEARCHABLE, Config
+from archsearch.coordination import WORKER, Coordinator, Heartbeat, count_finished, recover_orphans, retrying
 from archsearch.encodings import Encoding, make_encoding
 from archsearch.errors import ArchsearchError, TrialFailed
 from archsearch.plugin_manager import Plugins, get_plugin_manager
@@ -124,9 +123,8 @@ def make_storage(config: Config) -> optuna.storages.BaseStorage:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
+        # Heartbeats are archsearch's own (archsearch.coordination), the same on every storage.
+        return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # noqa: BLE001 - storage errors are the user's to fix
         raise ArchsearchError(
             f"storage {redact(url)} cannot be opened: {type(exc).__name__}: {exc}"
@@ -198,39 +196,6 @@ def check_unchanged(study: optuna.Study, expected: dict[str, Any]) -> None:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def recover_orphans(study: optuna.Study) -> int:
-    """Mark RUNNING trials of dead processes on this host as failed and queue their parameters
-    again. Trials of other hosts are left to the storage's heartbeat (RDB) grace period."""
-    host = socket.gethostname()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("setup", {}).get("worker", "")
-        h, _, pid = worker.rpartition(":")
-        if h != host or not pid.isdigit() or (_pid_alive(int(pid)) and worker != WORKER):
-            continue
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {worker} died mid-trial")
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        retry_of = t.user_attrs.get("retry_of", t.number)
-        study.enqueue_trial(
-            dict(t.params), user_attrs={"retry_of": retry_of, "coverage": t.user_attrs.get("coverage", False)}
-        )
-        n += 1
-    return n
-
-
 def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: Encoding) -> int:
     """Queue the coverage trials once per study, even with several processes starting together.
 
@@ -261,32 +226,6 @@ def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: 
     return len(order)
 
 
-def count_finished(study: optuna.Study) -> int:
-    """Complete and pruned trials in the storage (every worker's)."""
-    storage, sid = study._storage, study._study_id
-    return sum(storage.get_n_trials(sid, state) for state in (TrialState.COMPLETE, TrialState.PRUNED))
-
-
-class FinishedCounter:
-    """Finished trials toward ``n_trials``: this process's own count, refreshed from the storage
-    (which also sees other workers' trials) at most every ``refresh_s`` seconds. A stale count is
-    only ever too low, so a cell is never left short (with several workers it may overshoot by the
-    trials they finish within ``refresh_s``). Saves two queries per trial on a database storage."""
-
-    def __init__(self, study: optuna.Study, refresh_s: float = 2.0) -> None:
-        self.study = study
-        self.refresh_s = refresh_s
-        self.others = 0
-        self.checked = -math.inf
-
-    def count(self, summary: CellSummary) -> int:
-        local = summary.n_complete + summary.n_pruned
-        if time.monotonic() - self.checked > self.refresh_s:
-            self.others = count_finished(self.study) - local
-            self.checked = time.monotonic()
-        return local + self.others
-
-
 # -- the objective -------------------------------------------------------------------------------
 @attrs.define
 class Objective:
@@ -300,6 +239,7 @@ class Objective:
     #: benchmark passes null ones to time the engine around them.
     train_fn: Callable[..., Any] | None = None
     build_fn: Callable[..., Any] | None = None
+    study: Any = None
 
     def __attrs_post_init__(self) -> None:
         if self.train_fn is None:
@@ -359,7 +299,8 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {e.epoch} (val loss {e.val_loss:.5g})")
 
         try:
-            result = self.train_fn(model, self.data, train_config, on_epoch=epoch_done)
+            with Heartbeat(self.study, trial, self.config.workers.heartbeat_interval):
+                result = self.train_fn(model, self.data, train_config, on_epoch=epoch_done)
         except TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
@@ -519,6 +460,38 @@ class Engine:
                 _safely(name, sink.close, sinks)
         return RunResult(summaries, stop.reason, self.output_dir)
 
+    def run_trial(self, study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
+        """Run one claimed trial and tell the storage how it ended; a trial that raises anything
+        but a pruning or a :class:`TrialFailed` is failed too, and the error re-raised."""
+        state, value, error = TrialState.FAIL, None, None
+        try:
+            value = objective(trial)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed as exc:
+            log.warning("trial %d failed: %s", trial.number, exc)
+        except BaseException as exc:  # noqa: BLE001 - recorded on the trial, then re-raised
+            error = exc
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        values = value if state == TrialState.COMPLETE else None
+        if state == TrialState.COMPLETE and not math.isfinite(value):
+            state, values = TrialState.FAIL, None
+            trial.set_user_attr("fail_reason", f"objective returned {value}")
+        retrying(lambda: study.tell(trial, values, state=state, skip_if_finished=True), "reporting a trial")
+        if error is not None:
+            # Interrupted (a second Ctrl-C) or broken: run the same parameters again next time.
+            u = study._storage.get_trial(trial._trial_id).user_attrs
+            study.enqueue_trial(
+                dict(trial.params),
+                user_attrs={
+                    "retry_of": u.get("retry_of", trial.number),
+                    "coverage": u.get("coverage", False),
+                },
+            )
+            raise error
+        return study._storage.get_trial(trial._trial_id)
+
     def run_cell(
         self, cell: Cell, storage: optuna.storages.BaseStorage, sinks: dict[str, Sink], stop: StopRequest
     ) -> CellSummary:
@@ -535,7 +508,7 @@ class Engine:
         summary = CellSummary(config.experiment, cell.budget, cell.horizon, cell.study_name, config.direction)
         for t in study.get_trials(deepcopy=False):
             summary.add(t)
-            if t.state.is_finished():
+            if t.state.is_finished() and not t.user_attrs.get("surplus"):
                 record = {**trial_record(t, cell.study_name), "replayed": True}
                 for name, sink in list(sinks.items()):
                     _safely(name, lambda s=sink, r=record: s.trial_finished(r, summary), sinks)
@@ -553,7 +526,9 @@ class Engine:
         if bar is not None:
             objective.on_epoch = bar.epoch
 
-        def finished(study: optuna.Study, trial: FrozenTrial) -> None:
+        objective.study = study
+
+        def finished(trial: FrozenTrial) -> None:
             summary.add(trial)
             record = trial_record(trial, cell.study_name)
             for name, sink in list(sinks.items()):
@@ -563,13 +538,28 @@ class Engine:
                 bar.trial(record, summary)
 
         deadline = time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf
-        counter = FinishedCounter(study)
+        w = config.workers
+        coordinator = Coordinator(study, config.n_trials, w.heartbeat_interval, w.grace_period)
         try:
-            while counter.count(summary) < config.n_trials and not stop.requested:
+            while not stop.requested:
                 if time.monotonic() > deadline:
                     log.warning("%s: timeout_hours (%s) reached", cell.label, config.timeout_hours)
                     break
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[finished])
+                recovered = coordinator.watch()
+                if recovered:
+                    summary.n_failed += recovered
+                claim = coordinator.may_claim()
+                if claim is False:
+                    break
+                if claim is None:  # the other workers' running trials may finish the cell
+                    time.sleep(min(1.0, w.heartbeat_interval))
+                    continue
+                trial = retrying(study.ask, "claiming a trial")
+                if coordinator.surplus(trial):
+                    coordinator.release(trial)
+                    continue
+                coordinator.own.add(trial._trial_id)
+                finished(self.run_trial(study, trial, objective))
         finally:
             if bar is not None:
                 bar.close()

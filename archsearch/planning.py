@@ -110,7 +110,7 @@ def export(config: Config) -> list[Path]:
     json_sink = JsonSink(out_dir, config)
     for study in experiment_studies(config, storage):
         for t in study.get_trials(deepcopy=False):
-            if t.state.is_finished():
+            if t.state.is_finished() and not t.user_attrs.get("surplus"):
                 rows.append(trial_record(t, study.study_name))
         summary = _summary(config, study)
         json_sink.cell_finished(summary)

@@ -13,7 +13,9 @@ class CellBar:
         from tqdm import tqdm
 
         done = summary.n_complete + summary.n_pruned
-        self.bar = tqdm(total=total, initial=min(done, total), desc=cell.label, unit="trial", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, initial=min(done, total), desc=cell.label, unit="trial", dynamic_ncols=True
+        )
         self.arch = ""
         self.best = summary.best["val_loss"] if summary.best else None
         self._refresh(epoch="")

@@ -144,6 +144,8 @@ class CellSummary:
     def add(self, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
 
+        if trial.user_attrs.get("surplus"):
+            return  # a claim given back (coordination.Coordinator.release), never a real trial
         if trial.state == TrialState.COMPLETE:
             self.n_complete += 1
             better = self.best_trial is None or (

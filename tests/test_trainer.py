@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
-from archsearch.plugins.patchtst import build as build_patchtst
-from archsearch.plugins.patchtst_ci import build as build_patchtst_ci
 from torch import nn
 
 from archsearch.architecture import Architecture
 from archsearch.data import DataConfig, load_frame
 from archsearch.dataset import PreparedData, prepare
 from archsearch.errors import ArchsearchError, TrialFailed
+from archsearch.plugins.patchtst import build as build_patchtst
+from archsearch.plugins.patchtst_ci import build as build_patchtst_ci
 from archsearch.splits import SplitConfig
 from archsearch.tasks import TaskConfig, loss_function
 from archsearch.trainer import (

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from archsearch.plugins.layers import EncoderLayer
 from torch import nn
 
 from archsearch.architecture import Architecture, ModelSpec
+from archsearch.plugins.layers import EncoderLayer
 
 
 class PatchTST(nn.Module):

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from archsearch.plugins.patchtst import encoder_layer_params
-
 from archsearch.architecture import Architecture, ModelSpec
 from archsearch.hookspecs import hookimpl
+from archsearch.plugins.patchtst import encoder_layer_params
 from archsearch.registry import ModelVariant
 
 if TYPE_CHECKING:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from archsearch.plugins.layers import EncoderLayer
-from archsearch.plugins.patchtst_ci import num_patches
 from torch import nn
 
 from archsearch.architecture import Architecture, ModelSpec
+from archsearch.plugins.layers import EncoderLayer
+from archsearch.plugins.patchtst_ci import num_patches
 
 
 class RevIN(nn.Module):

@@ -1,0 +1,194 @@
+"""Several processes on one study: exact trial counts, heartbeats, dead workers' trials retried.
+
+Works the same on every Optuna storage (SQLite, PostgreSQL, a journal file): a worker claims a
+trial only while finished + running trials are below ``n_trials`` and gives back a surplus claim;
+a running trial carries a heartbeat counter that its worker advances every ``interval`` seconds,
+and a trial whose counter stands still for ``grace`` seconds (by the observer's own clock, so
+clock skew between machines does not matter) is failed and its parameters are queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+from optuna.trial import TrialState
+
+log = logging.getLogger("archsearch")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+T = TypeVar("T")
+
+
+def retrying(call: Callable[[], T], what: str, attempts: int = 8, first_wait: float = 1.0) -> T:
+    """Run a storage call, retrying transient connection errors with exponential back-off."""
+    wait = first_wait
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not _transient(exc):
+                raise
+            log.warning("storage error while %s (%s); retrying in %.0f s", what, type(exc).__name__, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 60.0)
+    raise AssertionError("unreachable")
+
+
+def _transient(exc: BaseException) -> bool:
+    try:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+            return True
+    except ImportError:  # pragma: no cover - sqlalchemy comes with optuna
+        pass
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def counts(study: optuna.Study) -> dict[TrialState, int]:
+    storage, sid = study._storage, study._study_id
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return retrying(lambda: {s: storage.get_n_trials(sid, s) for s in states}, "counting trials")
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Complete and pruned trials in the storage (every worker's)."""
+    c = counts(study)
+    return c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+
+
+def fail_and_retry(study: optuna.Study, trial: Any, reason: str) -> bool:
+    """Fail a RUNNING trial and queue its parameters again, once even if several workers try."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+        return False  # another worker got there first, or the trial finished after all
+    u = trial.user_attrs
+    study.enqueue_trial(
+        dict(trial.params),
+        user_attrs={"retry_of": u.get("retry_of", trial.number), "coverage": u.get("coverage", False)},
+    )
+    return True
+
+
+def recover_orphans(study: optuna.Study) -> int:
+    """Fail and re-queue RUNNING trials of dead processes on this host (at once, no grace)."""
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("setup", {}).get("worker", "")
+        h, _, pid = worker.rpartition(":")
+        if h != host or not pid.isdigit() or (_pid_alive(int(pid)) and worker != WORKER):
+            continue
+        n += fail_and_retry(study, t, f"worker {worker} died mid-trial")
+    return n
+
+
+class Heartbeat:
+    """Advances the trial's ``heartbeat`` user attribute every ``interval`` seconds while it runs."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="archsearch-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        beat = 0
+        while not self._stop.wait(self.interval):
+            beat += 1
+            try:
+                self.storage.set_trial_user_attr(self.trial_id, "heartbeat", beat)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; the next may get through
+                log.debug("heartbeat not written: %s", exc)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Coordinator:
+    """Decides, for one worker on one cell, whether to claim another trial, and watches the
+    other workers' running trials for missed heartbeats."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, interval: float, grace: float) -> None:
+        self.study, self.n_trials, self.interval, self.grace = study, n_trials, interval, grace
+        self.seen: dict[int, tuple[Any, float]] = {}  # trial id -> (heartbeat, when it last changed)
+        self.own: set[int] = set()
+        self.last_watch = -float("inf")
+
+    def finished(self) -> int:
+        return count_finished(self.study)
+
+    def may_claim(self) -> bool | None:
+        """True: claim a trial; False: the cell is done; None: others' running trials may still
+        complete it, wait and ask again."""
+        c = counts(self.study)
+        done = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+        if done >= self.n_trials:
+            return False
+        return True if done + c[TrialState.RUNNING] < self.n_trials else None
+
+    def surplus(self, trial: optuna.Trial) -> bool:
+        """Whether a just-claimed trial is one too many (two workers claimed the last slot)."""
+        c = counts(self.study)
+        return c[TrialState.COMPLETE] + c[TrialState.PRUNED] + c[TrialState.RUNNING] > self.n_trials
+
+    def release(self, trial: optuna.Trial) -> None:
+        """Give a surplus claim back: failed and marked ``surplus`` (records skip it); a queued
+        trial's fixed parameters are queued again."""
+        storage = self.study._storage
+        frozen = storage.get_trial(trial._trial_id)
+        storage.set_trial_user_attr(trial._trial_id, "surplus", True)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        fixed = frozen.system_attrs.get("fixed_params")
+        if fixed:
+            self.study.enqueue_trial(dict(fixed), user_attrs=dict(frozen.user_attrs))
+        time.sleep(random.uniform(0.05, 0.3))  # two workers that collided do not collide again
+
+    def watch(self) -> int:
+        """Fail and re-queue other workers' trials whose heartbeat stood still for ``grace`` s."""
+        now = time.monotonic()
+        if now - self.last_watch < min(self.interval, 5.0):
+            return 0
+        self.last_watch = now
+        recovered = 0
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        alive = {t._trial_id for t in running}
+        self.seen = {k: v for k, v in self.seen.items() if k in alive}
+        for t in running:
+            if t._trial_id in self.own:
+                continue
+            beat = t.user_attrs.get("heartbeat")
+            previous = self.seen.get(t._trial_id)
+            if previous is None or previous[0] != beat:
+                self.seen[t._trial_id] = (beat, now)
+            elif now - previous[1] > self.grace:
+                worker = t.user_attrs.get("setup", {}).get("worker", "?")
+                reason = f"no heartbeat from worker {worker} for {now - previous[1]:.0f} s"
+                if fail_and_retry(self.study, t, reason):
+                    log.warning("trial %d: %s; failed and queued again", t.number, reason)
+                    recovered += 1
+        return recovered
