@@ -112,7 +112,11 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
     plan = sub.add_parser("plan", help="show each cell's study, architectures, trials and compute")
     status = sub.add_parser("status", help="each cell's trials done/pruned/failed and best so far")
     export = sub.add_parser("export", help="rebuild the CSV and best JSON files from the storage")
-    for p in (run, plan, status, export):
+    worker = sub.add_parser(
+        "worker",
+        help="one of many processes sharing the config's storage (e.g. PostgreSQL): runs trials until done",
+    )
+    for p in (run, plan, status, export, worker):
         p.add_argument("config", help="the experiment's YAML file")
         p.add_argument("--budget", action="append", help="only this budget (repeatable), e.g. 2M")
         p.add_argument("--horizon", action="append", type=int, help="only this horizon (repeatable)")
@@ -125,6 +129,7 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
     plan.set_defaults(func=cmd_plan)
     status.set_defaults(func=cmd_status)
     export.set_defaults(func=cmd_export)
+    worker.set_defaults(func=cmd_worker, no_progress=True)
 
 
 def _config(args: argparse.Namespace):  # -> Config
@@ -182,6 +187,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"stopped ({result.stopped}); completed trials are kept. Resume with:\n  {resume_command()}")
         (config.output_path / "STOP").unlink(missing_ok=True)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A worker: ``run`` without progress bars, saying which process it is."""
+    import logging
+
+    from archsearch.coordination import WORKER
+    from archsearch.engine import redact
+
+    config = _config(args)
+    _setup_logging(False)
+    if config.storage is None:
+        logging.getLogger("archsearch").warning(
+            "worker %s: no storage given, using %s; workers on other machines need a shared one "
+            "(--storage postgresql://... or a journal file on a shared filesystem)",
+            WORKER,
+            redact(config.storage_url),
+        )
+    logging.getLogger("archsearch").info("worker %s on %s", WORKER, redact(config.storage_url))
+    return cmd_run(args)
 
 
 def resume_command() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -124,7 +125,14 @@ def make_storage(config: Config) -> optuna.storages.BaseStorage:
         if url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
         # Heartbeats are archsearch's own (archsearch.coordination), the same on every storage.
-        return optuna.storages.RDBStorage(url, **kwargs)
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(url, **kwargs)
+            except Exception as exc:
+                # Workers starting together race to create the schema; the losers try again.
+                if attempt == 5 or not any(m in str(exc) for m in ("already exists", "duplicate key")):
+                    raise
+                time.sleep(random.uniform(0.2, 1.0))
     except Exception as exc:  # noqa: BLE001 - storage errors are the user's to fix
         raise ArchsearchError(
             f"storage {redact(url)} cannot be opened: {type(exc).__name__}: {exc}"
@@ -528,8 +536,13 @@ class Engine:
 
         objective.study = study
 
+        last_refresh = [time.monotonic()]
+
         def finished(trial: FrozenTrial) -> None:
             summary.add(trial)
+            if time.monotonic() - last_refresh[0] > 5.0:  # other workers' trials count too
+                summary.refresh(study)
+                last_refresh[0] = time.monotonic()
             record = trial_record(trial, cell.study_name)
             for name, sink in list(sinks.items()):
                 _safely(name, lambda s=sink: s.trial_finished(record, summary), sinks)
@@ -563,6 +576,8 @@ class Engine:
         finally:
             if bar is not None:
                 bar.close()
+        summary.refresh(study)
+        summary.n_running = 0
         summary.finished = count_finished(study) >= config.n_trials
         for name, sink in list(sinks.items()):
             _safely(name, lambda s=sink: s.cell_finished(summary), sinks)

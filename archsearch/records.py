@@ -163,11 +163,17 @@ class CellSummary:
         elif trial.state == TrialState.RUNNING:
             self.n_running += 1
 
+    def refresh(self, study: optuna.Study) -> None:
+        """Recount from the storage (other workers' trials too)."""
+        self.n_complete = self.n_pruned = self.n_failed = self.n_running = 0
+        self.best = self.best_trial = None
+        for t in study.get_trials(deepcopy=False):
+            self.add(t)
+
     @classmethod
     def from_trials(cls, experiment: str, budget: int, horizon: int, study: optuna.Study) -> CellSummary:
         summary = cls(experiment, budget, horizon, study.study_name, study.direction.name.lower())
-        for t in study.get_trials(deepcopy=False):
-            summary.add(t)
+        summary.refresh(study)
         return summary
 
     def best_json(self) -> dict[str, Any] | None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +44,36 @@ def atomic_write(path: Path, text: str, durable: bool = False) -> None:
 class CsvSink:
     """Appends one row per finished trial to ``experiment_results.csv``, flushed at once.
 
-    Rows are keyed by (study_name, trial), so a resumed run that replays the storage's finished
-    trials adds only the missing ones. A file from before the architecture columns existed is
-    rewritten in place with the current header, every old row kept.
+    Rows are keyed by (study_name, trial): a run that replays the storage's finished trials adds
+    only the missing ones. Several processes may share the file (workers on one study, on one
+    machine or a shared filesystem with working locks): each write holds an exclusive lock on
+    ``experiment_results.csv.lock`` and first reads the rows the others appended, so rows never
+    interleave or repeat. A file from before the architecture columns existed is rewritten in
+    place with the current header, every old row kept.
     """
 
     def __init__(self, output_dir: Path, config: Any = None) -> None:
         self.path = Path(output_dir) / CSV_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.seen: set[tuple[str, str]] = set()
-        if self.path.exists() and self.path.stat().st_size:
-            self._load_or_migrate()
-        else:
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(ALL_COLUMNS)
-        self.file = self.path.open("a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=ALL_COLUMNS, extrasaction="ignore")
+        self.offset = 0
+        with self._locked():
+            if self.path.exists() and self.path.stat().st_size:
+                self._load_or_migrate()
+            else:
+                with self.path.open("w", newline="") as f:
+                    csv.writer(f).writerow(ALL_COLUMNS)
+            self.offset = self.path.stat().st_size
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _load_or_migrate(self) -> None:
         with self.path.open(newline="") as f:
@@ -76,19 +93,38 @@ class CsvSink:
         atomic_write(self.path, out.getvalue(), durable=True)
         self.migrated = (len(rows), [c for c in COLUMNS if c not in header])
 
+    def _catch_up(self) -> None:
+        """Note the rows other processes appended since this one last looked."""
+        size = self.path.stat().st_size
+        if size == self.offset:
+            return
+        study_col, trial_col = ALL_COLUMNS.index("study_name"), ALL_COLUMNS.index("trial")
+        with self.path.open(newline="") as f:
+            f.seek(self.offset)
+            for row in csv.reader(f):
+                if len(row) > max(study_col, trial_col):
+                    self.seen.add((row[study_col], row[trial_col]))
+        self.offset = size
+
     def trial_finished(self, record: dict[str, Any], cell: CellSummary) -> None:
         key = (record["study_name"], str(record["trial"]))
         if key in self.seen:
             return
-        self.writer.writerow(record)
-        self.file.flush()  # visible to readers at once; the storage is what survives a crash
-        self.seen.add(key)
+        with self._locked():
+            self._catch_up()
+            if key in self.seen:
+                return
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=ALL_COLUMNS, extrasaction="ignore").writerow(record)
+            # Flushed on close: visible to readers at once; the storage is what survives a crash.
+            self.offset = self.path.stat().st_size
+            self.seen.add(key)
 
     def cell_finished(self, cell: CellSummary) -> None:
         pass
 
     def close(self) -> None:
-        self.file.close()
+        pass
 
 
 class JsonSink:

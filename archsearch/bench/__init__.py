@@ -18,6 +18,7 @@ SUITES: dict[str, str] = {
     "samplers": "archsearch.bench.optima",
     "architectures": "archsearch.bench.tabular",
     "training": "archsearch.bench.training",
+    "distributed": "archsearch.bench.distributed",
 }
 
 
