@@ -138,21 +138,45 @@ class Coordinator:
         self.seen: dict[int, tuple[Any, float]] = {}  # trial id -> (heartbeat, when it last changed)
         self.own: set[int] = set()
         self.last_watch = -float("inf")
+        self.refresh_s = 2.0
+        self._last: tuple[float, int, int] | None = None  # (when, finished, running) last counted
+        self.local = 0  # trials this worker claimed since then
 
     def finished(self) -> int:
         return count_finished(self.study)
 
     def may_claim(self) -> bool | None:
         """True: claim a trial; False: the cell is done; None: others' running trials may still
-        complete it, wait and ask again."""
+        complete it, wait and ask again.
+
+        Far from the end (finished + running + this worker's trials since the last count below
+        ``n_trials - margin``) a count up to ``refresh_s`` old is trusted; near the end every
+        decision reads the storage."""
+        now = time.monotonic()
+        if self._last is not None and now - self._last[0] < self.refresh_s:
+            _, done, running = self._last
+            if done + running + self.local + self.margin(running) < self.n_trials:
+                return True
         c = counts(self.study)
         done = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+        self._last, self.local = (now, done, c[TrialState.RUNNING]), 0
         if done >= self.n_trials:
             return False
         return True if done + c[TrialState.RUNNING] < self.n_trials else None
 
+    @staticmethod
+    def margin(running: int) -> int:
+        """How many claims may race in one count's lifetime: twice the running trials, plus 8."""
+        return 2 * running + 8
+
     def surplus(self, trial: optuna.Trial) -> bool:
-        """Whether a just-claimed trial is one too many (two workers claimed the last slot)."""
+        """Whether a just-claimed trial is one too many (workers raced for the last slots);
+        only counted near the end, where a race can overshoot."""
+        self.local += 1
+        if self._last is not None:
+            _, done, running = self._last
+            if done + running + self.local + self.margin(running) < self.n_trials:
+                return False
         c = counts(self.study)
         return c[TrialState.COMPLETE] + c[TrialState.PRUNED] + c[TrialState.RUNNING] > self.n_trials
 

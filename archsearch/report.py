@@ -337,6 +337,8 @@ def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
         n_trials=n_trials,
     )
     for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):
+            continue  # a claim a worker gave back (archsearch.coordination), never a real trial
         if t.state == TrialState.COMPLETE:
             cell.n_complete += 1
         elif t.state == TrialState.PRUNED:

@@ -11,25 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-
-@attrs.frozen
-class _SleepResult:
-    best_val_loss: float
-    train_loss: float = 0.0
-    best_epoch: int = 0
-    epochs_run: int = 1
-    val_metrics: dict = attrs.Factory(dict)
-    test_loss: float = 0.0
-    device: str = "none"
-    samples_per_s: float = 0.0
+from archsearch.bench.overhead import NullResult
 
 
 def _sleep_train(seconds: float):
-    def train(model: Any, data: Any, config: Any, on_epoch: Any = None) -> _SleepResult:
+    def train(model: Any, data: Any, config: Any, on_epoch: Any = None) -> NullResult:
         time.sleep(seconds)
-        return _SleepResult(best_val_loss=config.learning_rate * 1000)
+        return NullResult(best_val_loss=config.learning_rate * 1000)
 
     return train
 
