@@ -149,14 +149,12 @@ class Coordinator:
         """True: claim a trial; False: the cell is done; None: others' running trials may still
         complete it, wait and ask again.
 
-        Far from the end (finished + running + this worker's trials since the last count below
-        ``n_trials - margin``) a count up to ``refresh_s`` old is trusted; near the end every
-        decision reads the storage."""
+        A worker that was alone at its last count (no trial running) and is far from the end
+        (finished + its own claims since then + ``MARGIN`` below ``n_trials``) trusts a count up
+        to ``refresh_s`` old; otherwise every decision reads the storage."""
         now = time.monotonic()
-        if self._last is not None and now - self._last[0] < self.refresh_s:
-            _, done, running = self._last
-            if done + running + self.local + self.margin(running) < self.n_trials:
-                return True
+        if self._fast(now):
+            return True
         c = counts(self.study)
         done = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
         self._last, self.local = (now, done, c[TrialState.RUNNING]), 0
@@ -164,19 +162,23 @@ class Coordinator:
             return False
         return True if done + c[TrialState.RUNNING] < self.n_trials else None
 
-    @staticmethod
-    def margin(running: int) -> int:
-        """How many claims may race in one count's lifetime: twice the running trials, plus 8."""
-        return 2 * running + 8
+    MARGIN = 8
+
+    def _fast(self, now: float) -> bool:
+        if self._last is None or now - self._last[0] >= self.refresh_s:
+            return False
+        _, done, running = self._last
+        return running == 0 and done + self.local + self.MARGIN < self.n_trials
 
     def surplus(self, trial: optuna.Trial) -> bool:
-        """Whether a just-claimed trial is one too many (workers raced for the last slots);
-        only counted near the end, where a race can overshoot."""
+        """Whether a just-claimed trial is one too many (workers raced for the last slots).
+
+        Trial numbers are global and contiguous, so finished + running trials never exceed the
+        claimed trial's number + 1: below ``n_trials`` no count is needed. Above it the storage
+        is counted, which makes the decision exact however stale :meth:`may_claim` was."""
         self.local += 1
-        if self._last is not None:
-            _, done, running = self._last
-            if done + running + self.local + self.margin(running) < self.n_trials:
-                return False
+        if trial.number < self.n_trials:
+            return False
         c = counts(self.study)
         return c[TrialState.COMPLETE] + c[TrialState.PRUNED] + c[TrialState.RUNNING] > self.n_trials
 

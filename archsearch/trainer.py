@@ -6,6 +6,14 @@ on CUDA and on the CPU.
 The loss is accumulated on the device and read once per epoch (and every ``SYNC_EVERY`` steps to
 catch a non-finite loss early), so the host never waits on the device per step.
 
+One optimizer step is a :class:`Step` made by :func:`make_step`. On CUDA (``TrainConfig.cuda_graphs``,
+the default) it is a :class:`GraphedStep`: forward, backward, clipping and the AdamW update are
+captured once as a CUDA graph and replayed, one launch per step instead of hundreds, which is what
+bounds small models on a large GPU. Shapes must then be static, so the ragged last batch of an
+epoch is dropped (``TrainResult.dropped_per_epoch``). Anything that prevents capture (micro-batching,
+a failing capture, another device) falls back to the :class:`EagerStep`, with the reason in
+``TrainResult.eager_reason``; on the CPU the eager step is the loop as it always was.
+
 Reproducibility: :func:`seed_everything` seeds Python, NumPy and torch; the engine calls it before
 building the model, and :func:`train` calls it again with ``TrainConfig.seed`` before training and
 shuffles with its own ``torch.Generator``, so on the CPU the same model, data and config give
@@ -15,11 +23,12 @@ identical losses.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import numpy as np
@@ -30,6 +39,7 @@ from archsearch.errors import ArchsearchError, TrialFailed
 from archsearch.tasks import loss_function, task_metrics
 
 T = TypeVar("T")
+log = logging.getLogger("archsearch")
 
 #: Errors that halve the micro-batch and retry (a test may raise one on the CPU), besides any
 #: ``RuntimeError`` whose message says "out of memory".
@@ -38,6 +48,9 @@ OOM_ERRORS: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,)
 SYNC_EVERY = 64
 #: Keep the best weights on the host when the model is larger than this many bytes.
 BEST_ON_HOST_BYTES = 1 << 30
+#: Steps run on a side stream before a CUDA graph is captured (they create the optimizer state and
+#: the library workspaces); their effect on weights, optimizer state and RNG is undone.
+GRAPH_WARMUP_ITERS = 3
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
@@ -63,6 +76,8 @@ class TrainConfig:
     after that many epochs without a better validation loss. ``micro_batch_size`` splits each batch
     into micro-batches whose gradients add up to the full batch's (an out-of-memory error on CUDA
     halves it). ``eval_batch_size`` (default ``max(batch_size, 1024)``) bounds evaluation chunks.
+    ``cuda_graphs`` captures each training step as a CUDA graph on CUDA (ignored elsewhere; see
+    :class:`GraphedStep`).
     """
 
     learning_rate: float = attrs.field(default=1e-3, validator=_positive)
@@ -77,6 +92,7 @@ class TrainConfig:
     device: str = "auto"
     micro_batch_size: int | None = attrs.field(default=None, validator=_positive)
     eval_batch_size: int | None = attrs.field(default=None, validator=_positive)
+    cuda_graphs: bool = True
 
 
 @attrs.frozen
@@ -93,7 +109,9 @@ class EpochResult:
 class TrainResult:
     """The outcome of :func:`train`. Losses and metrics are those of the best epoch (lowest
     validation loss); the model is left holding that epoch's weights. ``samples_per_s`` counts
-    training samples over the time spent in training steps (evaluation excluded)."""
+    training samples over the time spent in training steps (evaluation excluded). ``step_kind`` is
+    ``"graphed"`` or ``"eager"`` (``eager_reason`` says why); a graphed step drops the
+    ``dropped_per_epoch`` samples of the ragged last batch of every epoch."""
 
     best_val_loss: float
     train_loss: float
@@ -110,6 +128,9 @@ class TrainResult:
     stopped_early: bool
     baseline_loss: float
     oom_retries: int = 0
+    step_kind: str = "eager"
+    eager_reason: str = ""
+    dropped_per_epoch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -221,6 +242,278 @@ def accumulate_gradients(
     return total
 
 
+class Step(Protocol):
+    """One training step on a batch: zero the gradients, forward, backward, clip, optimizer step.
+
+    Returns the batch's mean loss as a detached device tensor (a graphed step returns the same
+    tensor every call, overwritten by the next call: copy it before then)."""
+
+    kind: str
+    static_shapes: bool
+    micro_batch_size: int
+    oom_retries: int
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+def _clip(params: list[torch.nn.Parameter], grad_clip: float | None) -> None:
+    # The foreach norm and the clamped scale stay on the device (no host sync), so this is also
+    # capturable in a CUDA graph.
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+
+
+class EagerStep:
+    """The step as ordinary PyTorch calls, in micro-batches of ``micro_batch_size`` (halved and
+    retried on out-of-memory, see :func:`retry_on_oom`). ``reason`` says why it is not graphed."""
+
+    kind = "eager"
+    static_shapes = False
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        micro_batch_size: int,
+        grad_clip: float | None = None,
+        amp_dtype: torch.dtype | None = None,
+        reason: str = "",
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.micro_batch_size = micro_batch_size
+        self.grad_clip = grad_clip
+        self.amp_dtype = amp_dtype
+        self.reason = reason
+        self.oom_retries = 0
+
+    def _cleanup(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        _free_cuda()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def run(size: int) -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = accumulate_gradients(self.model, x, y, self.loss_fn, size, self.amp_dtype)
+            _clip(self.params, self.grad_clip)
+            self.optimizer.step()
+            return loss
+
+        loss, size = retry_on_oom(run, self.micro_batch_size, self._cleanup)
+        if size != self.micro_batch_size:
+            self.oom_retries += 1
+            self.micro_batch_size = size
+        return loss
+
+
+@contextlib.contextmanager
+def cuda_side_stream() -> Iterator[None]:
+    """Run the block on a fresh CUDA stream that waits for, and is waited on by, the current one
+    (warm-up before capture must not run on the default stream)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        yield
+    torch.cuda.current_stream().wait_stream(stream)
+
+
+def cuda_graph_capture(body: Callable[[], None]) -> Callable[[], None]:
+    """Capture ``body`` as a CUDA graph (``torch.cuda.graph``) and return its ``replay``."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph.replay
+
+
+class _Snapshot:
+    """Model weights and buffers, optimizer state and learning rates, and the CPU RNG, to undo the
+    warm-up steps of a capture. Restoring copies into the same tensors (the graph's addresses)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        state = model.state_dict()
+        host = sum(t.numel() * t.element_size() for t in state.values()) > BEST_ON_HOST_BYTES
+        self.model = {k: v.detach().to("cpu" if host else v.device, copy=True) for k, v in state.items()}
+        self.optimizer = {
+            p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            for p, s in optimizer.state.items()
+        }
+        self.lrs = [
+            g["lr"].clone() if isinstance(g["lr"], torch.Tensor) else g["lr"] for g in optimizer.param_groups
+        ]
+        self.rng = torch.random.get_rng_state()
+
+    @torch.no_grad()
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        model.load_state_dict(self.model)  # copy_ into the existing tensors
+        for p, state in optimizer.state.items():
+            saved = self.optimizer.get(p, {})
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    # State created by the warm-up goes back to AdamW's initial zeros.
+                    if k in saved:
+                        v.copy_(saved[k])
+                    else:
+                        v.zero_()
+                elif k in saved:
+                    state[k] = saved[k]
+        for group, lr in zip(optimizer.param_groups, self.lrs, strict=True):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].copy_(lr)
+            else:
+                group["lr"] = lr
+        torch.random.set_rng_state(self.rng)
+
+
+class GraphedStep:
+    """The whole step (forward under bf16 autocast, backward, clipping, ``optimizer.step``) captured
+    once as a CUDA graph on static input/target buffers; each call copies the batch into the buffers
+    and replays the graph.
+
+    Before capture, ``warmup_iters`` steps run on the sample batch on a side stream (they create
+    the optimizer state), then everything they changed is put back: weights and buffers, optimizer
+    state, learning rates, the CPU RNG, so training starts from the same state as an eager one.
+    The optimizer must be capturable (``AdamW(..., capturable=True)`` with the learning rate as a
+    device tensor: the scheduler updates it in place). Dropout is graph-safe: the CUDA RNG's philox
+    offset advances on every replay. BatchNorm running statistics update in place on replay.
+    ``capture(body) -> replay`` and ``side_stream()`` default to CUDA's and may be replaced (tests
+    on the CPU pass fakes: a capture that runs ``body`` and returns it as the replay).
+    """
+
+    kind = "graphed"
+    static_shapes = True
+    oom_retries = 0
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        sample_x: torch.Tensor,
+        sample_y: torch.Tensor,
+        grad_clip: float | None = None,
+        amp_dtype: torch.dtype | None = None,
+        warmup_iters: int = GRAPH_WARMUP_ITERS,
+        capture: Callable[[Callable[[], None]], Callable[[], None]] = cuda_graph_capture,
+        side_stream: Callable[[], contextlib.AbstractContextManager] = cuda_side_stream,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.grad_clip = grad_clip
+        self.amp_dtype = amp_dtype
+        self.warmup_iters = warmup_iters
+        self.static_x = sample_x.detach().clone()
+        self.static_y = sample_y.detach().clone()
+        self.micro_batch_size = int(sample_x.shape[0])
+        self.static_loss = torch.zeros((), device=sample_x.device)
+        self.replays = 0
+        snapshot = _Snapshot(model, optimizer)
+        try:
+            with side_stream():
+                for _ in range(warmup_iters):
+                    optimizer.zero_grad(set_to_none=True)
+                    self._body()
+            # Gradients allocated inside the capture come from the graph's private pool, and
+            # backward writes rather than adds to them on every replay.
+            optimizer.zero_grad(set_to_none=True)
+            self._replay = capture(self._body)
+        except BaseException:
+            optimizer.zero_grad(set_to_none=True)
+            snapshot.restore(model, optimizer)
+            raise
+        snapshot.restore(model, optimizer)
+        del snapshot
+        _free_cuda()  # the warm-up's blocks, cached on the side stream, are not needed again
+
+    def _body(self) -> None:
+        # A no-op while capturing (the gradients are None then); zeroes them when a fake capture
+        # runs the body again as its replay.
+        self.optimizer.zero_grad(set_to_none=False)
+        x = self.static_x
+        if self.amp_dtype is None:
+            out = self.model(x)
+        else:  # no weight-cast cache: it would outlive the capture
+            with torch.autocast(x.device.type, dtype=self.amp_dtype, cache_enabled=False):
+                out = self.model(x)
+        loss = self.loss_fn(out, self.static_y)
+        loss.backward()
+        _clip(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.static_loss = loss.detach()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != self.static_x.shape or y.shape != self.static_y.shape:
+            raise ValueError(
+                f"a graphed step takes batches of shape {tuple(self.static_x.shape)}, got {tuple(x.shape)}"
+            )
+        self.static_x.copy_(x)
+        self.static_y.copy_(y)
+        self._replay()
+        self.replays += 1
+        return self.static_loss
+
+
+def make_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sample_x: torch.Tensor,
+    sample_y: torch.Tensor,
+    use_graphs: bool,
+    grad_clip: float | None = None,
+    micro_batch_size: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    warmup_iters: int = GRAPH_WARMUP_ITERS,
+    capture: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+    side_stream: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> EagerStep | GraphedStep:
+    """The training step for batches shaped like ``sample_x``/``sample_y``: a :class:`GraphedStep`
+    when ``use_graphs`` and the batch is on CUDA (or a ``capture`` is given), the optimizer is
+    capturable, there is no micro-batching and capture succeeds; otherwise an :class:`EagerStep`
+    whose ``reason`` says why (logged; a failed capture as a warning). ``micro_batch_size``
+    defaults to the sample's batch. The model should be in training mode (the graph keeps it)."""
+    batch = int(sample_x.shape[0])
+    micro = min(micro_batch_size or batch, batch)
+
+    def eager(reason: str) -> EagerStep:
+        return EagerStep(model, optimizer, loss_fn, micro, grad_clip, amp_dtype, reason)
+
+    if not use_graphs:
+        return eager("CUDA graphs off")
+    reason = ""
+    if micro < batch:
+        reason = f"micro-batching is active (micro-batch {micro} < batch {batch})"
+    elif capture is None and sample_x.device.type != "cuda":
+        reason = f"not on CUDA ({sample_x.device.type})"
+    elif capture is None and not all(g.get("capturable", False) for g in optimizer.param_groups):
+        reason = "the optimizer is not capturable (AdamW needs capturable=True)"
+    if reason:
+        log.debug("training step not graphed: %s", reason)
+        return eager(reason)
+    try:
+        return GraphedStep(
+            model,
+            optimizer,
+            loss_fn,
+            sample_x,
+            sample_y,
+            grad_clip,
+            amp_dtype,
+            warmup_iters,
+            capture or cuda_graph_capture,
+            side_stream or cuda_side_stream,
+        )
+    except Exception as exc:  # noqa: BLE001 - any capture failure falls back to the eager step
+        reason = f"graph capture failed: {type(exc).__name__}: {exc}"
+        log.warning("training step not graphed, running eagerly: %s", reason)
+        _free_cuda()
+        return eager(reason)
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -270,10 +563,15 @@ def _free_cuda() -> None:
 
 
 def make_optimizer(
-    params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device
+    params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device, capturable: bool = False
 ) -> torch.optim.AdamW:
     """AdamW, fused on CUDA and the CPU (one kernel for all parameters: on the CPU about 4x faster
-    than the default for-each version), the default elsewhere or where this torch lacks it."""
+    than the default for-each version), the default elsewhere or where this torch lacks it.
+    ``capturable`` (CUDA): fused and capturable, with the learning rate a device tensor that the
+    scheduler updates in place, as a CUDA graph needs."""
+    if capturable and device.type == "cuda":
+        lr = torch.tensor(cfg.learning_rate, dtype=torch.float32, device=device)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=True, capturable=True)
     if device.type in ("cuda", "cpu"):
         try:
             return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
@@ -303,28 +601,36 @@ def train(
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg, device)
     n_train = data.n_windows("train")
     batch_size = min(cfg.batch_size, n_train)
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    micro = min(cfg.micro_batch_size or batch_size, batch_size)
+    graphs = cfg.cuda_graphs and cuda and micro >= batch_size
+    optimizer = make_optimizer(params, cfg, device, capturable=graphs)
+    loss_fn = loss_function(data.task_kind)
+    model.train()
+    sample_x, sample_y = data.batch("train", torch.arange(batch_size, device=device))
+    train_step = make_step(
+        model, optimizer, loss_fn, sample_x, sample_y, cfg.cuda_graphs, cfg.grad_clip, micro, amp_dtype
+    )
+    del sample_x, sample_y
+    # A graphed step takes full batches only: the ragged last one is dropped.
+    if train_step.static_shapes:
+        steps_per_epoch = n_train // batch_size
+    else:
+        steps_per_epoch = math.ceil(n_train / batch_size)
+    used = min(n_train, steps_per_epoch * batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.warmup_steps, steps_per_epoch * cfg.epochs)
     )
-    loss_fn = loss_function(data.task_kind)
     generator = torch.Generator().manual_seed(cfg.seed)
-    micro = min(cfg.micro_batch_size or batch_size, batch_size)
     eval_batch = cfg.eval_batch_size or max(cfg.batch_size, 1024)
     sizes = np.full(steps_per_epoch, batch_size, dtype=np.float64)
-    sizes[-1] = n_train - batch_size * (steps_per_epoch - 1)
+    sizes[-1] = used - batch_size * (steps_per_epoch - 1)
     best_on_host = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > BEST_ON_HOST_BYTES
-
-    def cleanup() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        _free_cuda()
 
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = math.inf, 0, None
-    train_time, oom_retries, stopped_early = 0.0, 0, False
+    train_time, stopped_early = 0.0, False
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
@@ -333,28 +639,15 @@ def train(
         checked = 0
         for step in range(steps_per_epoch):
             x, y = data.batch("train", order[step * batch_size : (step + 1) * batch_size])
-
-            def run_step(size: int, x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                loss = accumulate_gradients(model, x, y, loss_fn, size, amp_dtype)
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                return loss
-
-            loss, size = retry_on_oom(run_step, micro, cleanup)
-            if size != micro:
-                oom_retries += 1
-                micro = size
+            step_losses[step] = train_step(x, y)
             scheduler.step()
-            step_losses[step] = loss
             if (step + 1) % SYNC_EVERY == 0:
                 _check_finite(step_losses[checked : step + 1], epoch, checked)
                 checked = step + 1
         losses = step_losses.cpu().numpy()
         _check_finite(torch.from_numpy(losses[checked:]), epoch, checked)
         train_time += time.perf_counter() - epoch_start
-        train_loss = float((losses * sizes).sum() / n_train)
+        train_loss = float((losses * sizes).sum() / used)
 
         val_loss, metrics = evaluate(model, data, "val", eval_batch, amp_dtype)
         if not math.isfinite(val_loss):
@@ -365,7 +658,7 @@ def train(
                 "train_loss": train_loss,
                 "val_loss": val_loss,
                 **metrics,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": float(scheduler.get_last_lr()[0]),
                 "duration_s": time.perf_counter() - epoch_start,
             }
         )
@@ -400,12 +693,15 @@ def train(
         test_loss=test_loss,
         test_metrics=test_metrics,
         duration_s=time.perf_counter() - started,
-        samples_per_s=n_train * len(history) / train_time if train_time > 0 else math.nan,
+        samples_per_s=used * len(history) / train_time if train_time > 0 else math.nan,
         device=str(device),
-        micro_batch_size=micro,
+        micro_batch_size=train_step.micro_batch_size,
         stopped_early=stopped_early,
         baseline_loss=data.baseline_loss,
-        oom_retries=oom_retries,
+        oom_retries=train_step.oom_retries,
+        step_kind=train_step.kind,
+        eager_reason=getattr(train_step, "reason", ""),
+        dropped_per_epoch=n_train - used,
     )
 
 
