@@ -77,6 +77,8 @@ class TrainingDefaults:
     #: CPU threads for torch; null = 1 below 2M parameters (small models lose more to thread
     #: synchronisation than they gain), else every core.
     cpu_threads: int | None = None
+    #: On CUDA, capture the whole training step in a CUDA graph (falls back when it cannot).
+    cuda_graphs: bool = True
 
 
 SEARCHABLE = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout", "grad_clip")
@@ -162,6 +164,13 @@ class WorkersConfig:
     heartbeat_interval: float = 30.0
     #: Seconds without a heartbeat after which another worker fails the trial and retries it.
     grace_period: float = 120.0
+    #: Worker processes per GPU for ``run`` on CUDA; null = automatic (more for small models,
+    #: as many as fit in free memory, at most 8).
+    per_gpu: int | None = None
+    #: The GPUs ``run`` uses (CUDA indices); null = every visible one.
+    devices: tuple[int, ...] | None = None
+    #: Worker processes for ``run`` on this machine whatever the device (overrides per_gpu).
+    processes: int | None = None
 
 
 @attrs.frozen

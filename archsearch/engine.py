@@ -130,7 +130,9 @@ def make_storage(config: Config) -> optuna.storages.BaseStorage:
                 return optuna.storages.RDBStorage(url, **kwargs)
             except Exception as exc:
                 # Workers starting together race to create the schema; the losers try again.
-                if attempt == 5 or not any(m in str(exc) for m in ("already exists", "duplicate key")):
+                if attempt == 5 or not any(
+                    m in str(exc) for m in ("already exists", "duplicate key", "UNIQUE constraint")
+                ):
                     raise
                 time.sleep(random.uniform(0.2, 1.0))
     except Exception as exc:  # noqa: BLE001 - storage errors are the user's to fix
@@ -297,6 +299,7 @@ class Objective:
             seed=seed,
             device=config.training.device,
             micro_batch_size=config.training.micro_batch_size,
+            cuda_graphs=config.training.cuda_graphs,
         )
 
         def epoch_done(e: Any) -> None:
@@ -450,9 +453,51 @@ class Engine:
         return study, encoding
 
     def run(self) -> RunResult:
+        """Run every cell; with several local workers planned (GPU or ``workers.processes``),
+        each budget's cells run in that many processes, then the results are read back."""
+        from archsearch import local_workers
+
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cells = self.cells()
+        if self.train_fn is None and self.build_fn is None:  # not a benchmark's null objective
+            budgets = sorted({c.budget for c in cells})
+            plans = [
+                (b, local_workers.plan(config, [c for c in cells if c.budget == b], self.datasets()))
+                for b in budgets
+            ]
+            if any(slots for _, slots in plans):
+                return self._run_with_workers(cells, plans)
+        return self._run_here(cells)
+
+    def _run_with_workers(self, cells: list[Cell], plans: list[tuple[int, Any]]) -> RunResult:
+        from archsearch import local_workers
+
+        make_storage(self.config)  # the schema, before the workers race to create it
+        stop = StopRequest(self.output_dir)
+        with stop:
+            for budget, slots in plans:
+                if stop.requested:
+                    break
+                if slots:
+                    fixed = self.config.fixed_architecture() is not None
+                    local_workers.run_budget(self.config, None if fixed else budget, slots)
+                else:
+                    self._run_here([c for c in cells if c.budget == budget])
+        storage = make_storage(self.config)
+        summaries = []
+        for cell in cells:
+            try:
+                study = optuna.load_study(study_name=cell.study_name, storage=storage)
+            except KeyError:
+                continue
+            summaries.append(
+                CellSummary.from_trials(self.config.experiment, cell.budget, cell.horizon, study)
+            )
+        return RunResult(summaries, stop.reason, self.output_dir)
+
+    def _run_here(self, cells: list[Cell]) -> RunResult:
+        config = self.config
         storage = make_storage(config)
         sinks = self.open_sinks()
         summaries: list[CellSummary] = []

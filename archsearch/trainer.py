@@ -607,21 +607,22 @@ def train(
     graphs = cfg.cuda_graphs and cuda and micro >= batch_size
     optimizer = make_optimizer(params, cfg, device, capturable=graphs)
     loss_fn = loss_function(data.task_kind)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    # The schedule reads ``steps_per_epoch`` when it runs (a closure), so it follows the change
+    # below; it exists before the step so that the capture's optimizer steps go through the
+    # scheduler's hook on ``optimizer.step`` (replays do not, and torch would warn).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(cfg.warmup_steps, steps_per_epoch * cfg.epochs)(s)
+    )
     model.train()
     sample_x, sample_y = data.batch("train", torch.arange(batch_size, device=device))
     train_step = make_step(
         model, optimizer, loss_fn, sample_x, sample_y, cfg.cuda_graphs, cfg.grad_clip, micro, amp_dtype
     )
     del sample_x, sample_y
-    # A graphed step takes full batches only: the ragged last one is dropped.
-    if train_step.static_shapes:
+    if train_step.static_shapes:  # a graphed step takes full batches only: drop the ragged one
         steps_per_epoch = n_train // batch_size
-    else:
-        steps_per_epoch = math.ceil(n_train / batch_size)
     used = min(n_train, steps_per_epoch * batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(cfg.warmup_steps, steps_per_epoch * cfg.epochs)
-    )
     generator = torch.Generator().manual_seed(cfg.seed)
     eval_batch = cfg.eval_batch_size or max(cfg.batch_size, 1024)
     sizes = np.full(steps_per_epoch, batch_size, dtype=np.float64)

@@ -221,6 +221,8 @@ class TrainerRun:
         self.model = new_model(arch, device).train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(params, cfg, device, capturable=graphs and cuda)
+        # Before the step, as in train(): the capture's optimizer steps then pass its hook.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10, 10_000))
         started = time.perf_counter()
         sample_x, sample_y = data.batch("train", torch.arange(batch, device=device))
         self.step = make_step(
@@ -236,7 +238,6 @@ class TrainerRun:
         )
         _sync(device)
         self.setup_s = time.perf_counter() - started
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(10, 10_000))
         self.generator = torch.Generator().manual_seed(0)
         self.n = data.n_windows("train")
         self.order = torch.randperm(self.n, generator=self.generator).to(device)

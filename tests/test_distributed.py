@@ -137,3 +137,46 @@ def test_eight_workers_are_faster_than_two(tmp_path):
     eight = throughput(8, 24, 0.4, f"journal:{tmp_path / 'eight.journal'}", tmp_path / "eight")
     assert two["complete"] == eight["complete"] == 24
     assert eight["trials_per_s"] > two["trials_per_s"]
+
+
+def test_run_with_local_worker_processes(tmp_path):
+    """``workers.processes`` (and on CUDA, several workers per GPU) share the cell exactly."""
+    config = write_config(tmp_path, n_trials=9, workers={"processes": 2})
+    out = run_cli("run", str(config), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "2 worker processes on CPU" in out.stderr and "[worker 1]" in out.stderr
+    trials = [
+        t
+        for t in finished_trials(f"sqlite:///{tmp_path / 'out' / 'archsearch.db'}")
+        if not t.user_attrs.get("surplus")
+    ]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 9
+    assert len({t.user_attrs["setup"]["worker"] for t in complete}) == 2
+    rows = read_csv(tmp_path / "out" / "experiment_results.csv")
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in complete)
+    assert "9 complete" in out.stdout
+
+
+def test_gpu_plan_uses_several_workers_for_small_models(tmp_path, monkeypatch):
+    """With (mocked) CUDA devices, a small budget gets several workers per GPU by default."""
+    from engine_helpers import tiny_config
+
+    from archsearch import gpu, local_workers
+    from archsearch.config import structure
+    from archsearch.engine import Engine
+
+    config = structure(tiny_config(tmp_path, training={"device": "cuda"}))
+    monkeypatch.setattr(gpu, "visible_devices", lambda: [0, 1])
+    monkeypatch.setattr(gpu, "free_memory", lambda i: 80 * 2**30)
+    engine = Engine(config)
+    cells = engine.cells()
+    slots = local_workers.plan(config, cells, engine.datasets())
+    assert [s.device_id for s in slots] == [0] * 8 + [1] * 8
+    assert slots[9].env["CUDA_VISIBLE_DEVICES"] == "1"
+    explicit = structure(
+        tiny_config(tmp_path, training={"device": "cuda"}, workers={"per_gpu": 3, "devices": [1]})
+    )
+    assert [s.device_id for s in local_workers.plan(explicit, cells, engine.datasets())] == [1, 1, 1]
+    cpu = structure(tiny_config(tmp_path, training={"device": "cpu"}))
+    assert local_workers.plan(cpu, cells, engine.datasets()) is None

@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -422,7 +423,9 @@ def test_train_reports_the_step_and_drops_the_ragged_batch_when_graphed(
     monkeypatch.setattr(
         trainer, "make_step", functools.partial(make_step, capture=fake.capture, side_stream=fake.side_stream)
     )
-    graphed = train(tiny_model("patchtst", data), data, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "lr_scheduler.step() before optimizer.step()"
+        graphed = train(tiny_model("patchtst", data), data, cfg)
     assert graphed.step_kind == "graphed" and graphed.eager_reason == ""
     assert graphed.dropped_per_epoch == n_train % 32 and fake.captures == 1
     assert graphed.epochs_run == 2 and all(math.isfinite(h["train_loss"]) for h in graphed.history)
