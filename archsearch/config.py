@@ -122,8 +122,9 @@ class ArchitectureConfig:
     head_rule: HeadRule | None = None
     max_architectures: int | None = None
     #: How a trial's architecture becomes Optuna parameters: ``structured`` (ordered width, depth,
-    #: ratio and heads coordinates) or ``index`` (one categorical over the list, the plan's).
-    encoding: Literal["structured", "index"] = "index"
+    #: ratio and heads coordinates; the default, chosen on the tabular benchmark, docs/benchmarks.md)
+    #: or ``index`` (one categorical over the list, the plan's ``arch_idx``).
+    encoding: Literal["structured", "index"] = "structured"
 
     def resolve(self) -> ArchSpace:
         base = SPACES[self.space]

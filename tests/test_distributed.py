@@ -42,6 +42,11 @@ def storage(request, tmp_path):
     return url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def arch_key(trial) -> str:
+    s = trial.user_attrs["setup"]
+    return f"d{s['d_model']}-L{s['n_layers']}-h{s['n_heads']}-ff{s['d_ff']}"
+
+
 def start_workers(n: int, config, env=None) -> list[subprocess.Popen]:
     return [
         subprocess.Popen(
@@ -71,7 +76,7 @@ def test_four_workers_exact_count_no_duplicates_coverage_once(tmp_path, storage)
     trials = [t for t in finished_trials(storage) if not t.user_attrs.get("surplus")]
     complete = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(complete) == 14, Counter(t.state.name for t in trials)
-    coverage = Counter(t.params["architecture"] for t in trials if t.user_attrs.get("coverage"))
+    coverage = Counter(arch_key(t) for t in trials if t.user_attrs.get("coverage"))
     assert len(coverage) == 5 and set(coverage.values()) == {1}
     workers = {t.user_attrs["setup"]["worker"] for t in complete}
     assert len(workers) >= 2, "the trials were shared between workers"

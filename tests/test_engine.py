@@ -92,7 +92,9 @@ def test_coverage_tries_every_architecture_first(tmp_path):
     config = structure(tiny_config(tmp_path, n_trials=6))
     result = Engine(config).run()
     study = optuna.load_study(study_name="tiny_8K_h2", storage=config.storage_url)
-    archs = [t.params["architecture"] for t in study.trials]
+    archs = [
+        "d{d_model}-L{n_layers}-h{n_heads}-ff{d_ff}".format(**t.user_attrs["setup"]) for t in study.trials
+    ]
     assert len(set(archs[:5])) == 5, "the 5 architectures of the band come first"
     # smallest d_model, largest d_model, most layers (the first by count of each), then the rest
     assert archs[:3] == ["d16-L1-h2-ff32", "d24-L1-h2-ff48", "d16-L3-h2-ff32"]
