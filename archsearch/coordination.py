@@ -9,13 +9,14 @@ clock skew between machines does not matter) is failed and its parameters are qu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import optuna
@@ -104,21 +105,41 @@ def recover_orphans(study: optuna.Study) -> int:
 
 
 class Heartbeat:
-    """Advances the trial's ``heartbeat`` user attribute every ``interval`` seconds while it runs."""
+    """Advances the running trial's ``heartbeat`` user attribute every ``interval`` seconds.
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float) -> None:
-        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+    One thread per worker and cell (starting a thread per trial costs milliseconds): the main
+    thread says which trial runs with :meth:`beating`, and the thread beats for it meanwhile."""
+
+    def __init__(self, study: optuna.Study, interval: float) -> None:
+        self.storage, self.interval = study._storage, interval
+        self._trial_id: int | None = None
+        self._beats = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="archsearch-heartbeat", daemon=True)
 
     def _beat(self) -> None:
-        beat = 0
         while not self._stop.wait(self.interval):
-            beat += 1
+            with self._lock:
+                trial_id = self._trial_id
+                self._beats += 1
+                beat = self._beats
+            if trial_id is None:
+                continue
             try:
-                self.storage.set_trial_user_attr(self.trial_id, "heartbeat", beat)
+                self.storage.set_trial_user_attr(trial_id, "heartbeat", beat)
             except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; the next may get through
                 log.debug("heartbeat not written: %s", exc)
+
+    @contextlib.contextmanager
+    def beating(self, trial: optuna.Trial) -> Iterator[None]:
+        with self._lock:
+            self._trial_id = trial._trial_id
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._trial_id = None
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -250,6 +250,7 @@ class Objective:
     train_fn: Callable[..., Any] | None = None
     build_fn: Callable[..., Any] | None = None
     study: Any = None
+    heartbeat: Any = None
 
     def __attrs_post_init__(self) -> None:
         if self.train_fn is None:
@@ -310,7 +311,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {e.epoch} (val loss {e.val_loss:.5g})")
 
         try:
-            with Heartbeat(self.study, trial, self.config.workers.heartbeat_interval):
+            with self.heartbeat.beating(trial):
                 result = self.train_fn(model, self.data, train_config, on_epoch=epoch_done)
         except TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
@@ -580,6 +581,8 @@ class Engine:
             objective.on_epoch = bar.epoch
 
         objective.study = study
+        objective.heartbeat = heartbeat = Heartbeat(study, config.workers.heartbeat_interval)
+        heartbeat.__enter__()
 
         last_refresh = [time.monotonic()]
 
@@ -619,6 +622,7 @@ class Engine:
                 coordinator.own.add(trial._trial_id)
                 finished(self.run_trial(study, trial, objective))
         finally:
+            heartbeat.__exit__()
             if bar is not None:
                 bar.close()
         summary.refresh(study)

@@ -105,7 +105,9 @@ def raw_optuna_loop(n_trials: int, storage: str, output: Path) -> list[float]:
     from archsearch.budget_grid import get_architectures_for_budget
 
     config = _config(n_trials, storage, output)
-    keys = [a.key for a in get_architectures_for_budget("2M")]
+    from archsearch.encodings import make_encoding
+
+    encoding = make_encoding(config.architecture.encoding, get_architectures_for_budget("2M"))
     space = config.training_search_space
     study = optuna.create_study(
         study_name="raw",
@@ -114,9 +116,9 @@ def raw_optuna_loop(n_trials: int, storage: str, output: Path) -> list[float]:
     )
 
     def objective(trial: optuna.Trial) -> float:
-        arch = trial.suggest_categorical("architecture", keys)
+        arch = encoding.suggest(trial)  # the same parameters as archsearch's trials
         values = {name: spec.suggest(trial, name) for name, spec in space.items()}
-        return _value(arch, values["learning_rate"], values["batch_size"])
+        return _value(arch.key, values["learning_rate"], values["batch_size"])
 
     stamps = [time.perf_counter()]
     study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, t: stamps.append(time.perf_counter())])
