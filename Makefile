@@ -18,6 +18,7 @@ venv: $(VENV)/.installed
 
 quickstart: venv
 	$(PY) -m archsearch run configs/quickstart.yaml
+	$(PY) -m archsearch report configs/quickstart.yaml
 
 test: venv
 	$(PY) -m ruff check .
