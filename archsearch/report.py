@@ -809,19 +809,23 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+def _cell_panels(cells: list[Any], top: float, row_height: float) -> tuple[Any, list[tuple[Any, Any]], int]:
+    """A figure with one panel per cell (at most 3 across); unused panels hidden."""
+    nrows, ncols = _grid(len(cells))
+    fig, axes = _new_figure(4.6 * ncols + 0.5, top + row_height * nrows, nrows=nrows, ncols=ncols)
+    flat = [axes[i // ncols][i % ncols] for i in range(nrows * ncols)]
+    for ax in flat[len(cells) :]:
+        ax.set_visible(False)
+    return fig, list(zip(flat, cells, strict=False)), ncols
+
+
 def history_figure(data: ReportData, budget: int) -> Figure:
     """Val loss per trial number with the best so far, one panel per horizon of ``budget``."""
     from matplotlib.lines import Line2D
 
     cells = data.cells_of(budget)
-    nrows, ncols = _grid(len(cells))
-    fig, axes = _new_figure(4.6 * ncols + 0.5, 0.7 + 3.3 * nrows, nrows=nrows, ncols=ncols)
-    for i in range(nrows * ncols):
-        ax = axes[i // ncols][i % ncols]
-        if i >= len(cells):
-            ax.set_visible(False)
-            continue
-        cell = cells[i]
+    fig, panels, ncols = _cell_panels(cells, top=0.7, row_height=3.3)
+    for ax, cell in panels:
         ax.set_title(
             f"{cell.label}: {cell.n_complete} complete, {cell.n_pruned} pruned, {cell.n_failed} failed",
             fontsize=10,
@@ -871,14 +875,8 @@ def history_figure(data: ReportData, budget: int) -> Figure:
 def importance_figure(data: ReportData, budget: int) -> Figure:
     """Parameter importance, one panel per horizon of ``budget``."""
     cells = data.cells_of(budget)
-    nrows, ncols = _grid(len(cells))
-    fig, axes = _new_figure(4.6 * ncols + 0.5, 0.5 + 3.0 * nrows, nrows=nrows, ncols=ncols)
-    for i in range(nrows * ncols):
-        ax = axes[i // ncols][i % ncols]
-        if i >= len(cells):
-            ax.set_visible(False)
-            continue
-        cell = cells[i]
+    fig, panels, _ = _cell_panels(cells, top=0.5, row_height=3.0)
+    for ax, cell in panels:
         ax.set_title(cell.label, fontsize=10)
         if not cell.importance:
             _empty(ax, f"no importance:\n{cell.importance_note or 'no complete trials'}")
