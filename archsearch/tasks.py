@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from archsearch.architecture import HeadKind
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading a config stays fast
+    import torch
 
 TaskKind = Literal["threshold", "forecast"]
 
@@ -80,6 +81,8 @@ def threshold_labels(
 
 def loss_function(kind: TaskKind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The mean training loss of a task: BCE on logits (threshold) or MSE (forecast), in float32."""
+    import torch.nn.functional as F
+
     if kind == "threshold":
         return lambda out, y: F.binary_cross_entropy_with_logits(out.float(), y)
     if kind == "forecast":
