@@ -60,13 +60,17 @@ def plan_rows(config: Config) -> list[dict[str, Any]]:
 
 
 def experiment_studies(config: Config, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
-    """The experiment's cell studies in the storage (not the coverage markers), by name."""
-    names = sorted(
-        s.study_name
+    """The experiment's cell studies in the storage (not the coverage markers), by budget and
+    horizon."""
+    found = [
+        s
         for s in storage.get_all_studies()
         if s.study_name.startswith(f"{config.experiment}_") and CELL_ATTR in s.user_attrs
+    ]
+    found.sort(
+        key=lambda s: (s.user_attrs[CELL_ATTR]["budget"], s.user_attrs[CELL_ATTR]["horizon"], s.study_name)
     )
-    return [optuna.load_study(study_name=n, storage=storage) for n in names]
+    return [optuna.load_study(study_name=s.study_name, storage=storage) for s in found]
 
 
 def _summary(config: Config, study: optuna.Study) -> CellSummary:
