@@ -137,6 +137,7 @@ class CellSummary:
     n_pruned: int = 0
     n_failed: int = 0
     n_running: int = 0
+    n_waiting: int = 0
     best: dict[str, Any] | None = None
     best_trial: FrozenTrial | None = None
     finished: bool = False
@@ -162,10 +163,12 @@ class CellSummary:
             self.n_failed += 1
         elif trial.state == TrialState.RUNNING:
             self.n_running += 1
+        elif trial.state == TrialState.WAITING:
+            self.n_waiting += 1
 
     def refresh(self, study: optuna.Study) -> None:
         """Recount from the storage (other workers' trials too)."""
-        self.n_complete = self.n_pruned = self.n_failed = self.n_running = 0
+        self.n_complete = self.n_pruned = self.n_failed = self.n_running = self.n_waiting = 0
         self.best = self.best_trial = None
         for t in study.get_trials(deepcopy=False):
             self.add(t)

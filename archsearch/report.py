@@ -324,7 +324,7 @@ def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
     from optuna.trial import TrialState
 
     from archsearch.engine import CELL_ATTR
-    from archsearch.records import trial_record
+    from archsearch.records import CellSummary, trial_record
 
     info = study.user_attrs[CELL_ATTR]
     direction = study.direction.name.lower()
@@ -336,21 +336,13 @@ def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
         direction,
         n_trials=n_trials,
     )
+    counts = CellSummary(cell.experiment, cell.budget, cell.horizon, study.study_name, direction)
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):
-            continue  # a claim a worker gave back (archsearch.coordination), never a real trial
-        if t.state == TrialState.COMPLETE:
-            cell.n_complete += 1
-        elif t.state == TrialState.PRUNED:
-            cell.n_pruned += 1
-        elif t.state == TrialState.FAIL:
-            cell.n_failed += 1
-        elif t.state == TrialState.RUNNING:
-            cell.n_running += 1
-        elif t.state == TrialState.WAITING:
-            cell.n_waiting += 1
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        counts.add(t)  # skips the claims a worker gave back (archsearch.coordination)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get("surplus"):
             cell.trials.append(_typed(trial_record(t, study.study_name)))
+    cell.n_complete, cell.n_pruned, cell.n_failed = counts.n_complete, counts.n_pruned, counts.n_failed
+    cell.n_running, cell.n_waiting = counts.n_running, counts.n_waiting
     cell.best = _best(cell.trials, direction)
     _storage_importance(cell, study)
     return cell
