@@ -79,6 +79,9 @@ class TrainingDefaults:
     cpu_threads: int | None = None
     #: On CUDA, capture the whole training step in a CUDA graph (falls back when it cannot).
     cuda_graphs: bool = True
+    #: ``torch.compile`` each trial's model (off: compiling costs more than a short trial saves);
+    #: the compile time is recorded per trial (``compile_s`` in the CSV).
+    compile: bool = False
 
 
 SEARCHABLE = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout", "grad_clip")

@@ -301,6 +301,7 @@ class Objective:
             device=config.training.device,
             micro_batch_size=config.training.micro_batch_size,
             cuda_graphs=config.training.cuda_graphs,
+            compile=config.training.compile,
         )
 
         def epoch_done(e: Any) -> None:
@@ -326,6 +327,7 @@ class Objective:
                 "test_loss": result.test_loss,
                 "device": str(result.device),
                 "samples_per_s": round(result.samples_per_s, 1),
+                "compile_s": round(getattr(result, "compile_s", 0.0), 2),
             },
         )
         return result.best_val_loss

@@ -53,6 +53,7 @@ EXTRA_COLUMNS = (
     "baseline_loss",
     "device",
     "samples_per_s",
+    "compile_s",
     "coverage",
     "fail_reason",
 )
@@ -118,6 +119,7 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "baseline_loss": u.get("baseline_loss", ""),
         "device": u.get("device", ""),
         "samples_per_s": u.get("samples_per_s", ""),
+        "compile_s": u.get("compile_s", ""),
         "coverage": u.get("coverage", False),
         "fail_reason": u.get("fail_reason", ""),
     }

@@ -93,6 +93,10 @@ class TrainConfig:
     micro_batch_size: int | None = attrs.field(default=None, validator=_positive)
     eval_batch_size: int | None = attrs.field(default=None, validator=_positive)
     cuda_graphs: bool = True
+    #: ``torch.compile`` the model (off by default: compiling per architecture took 23-154 s on
+    #: an H100, more than a short trial saves). Its cost is reported as ``TrainResult.compile_s``;
+    #: a compiled model is not also captured in a CUDA graph.
+    compile: bool = False
 
 
 @attrs.frozen
@@ -130,6 +134,8 @@ class TrainResult:
     oom_retries: int = 0
     step_kind: str = "eager"
     eager_reason: str = ""
+    #: Seconds the first training step took with ``compile`` on (compilation happens there).
+    compile_s: float = 0.0
     dropped_per_epoch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -616,9 +622,20 @@ def train(
     )
     model.train()
     sample_x, sample_y = data.batch("train", torch.arange(batch_size, device=device))
+    step_model = torch.compile(model) if cfg.compile else model
     train_step = make_step(
-        model, optimizer, loss_fn, sample_x, sample_y, cfg.cuda_graphs, cfg.grad_clip, micro, amp_dtype
+        step_model,
+        optimizer,
+        loss_fn,
+        sample_x,
+        sample_y,
+        cfg.cuda_graphs and not cfg.compile,
+        cfg.grad_clip,
+        micro,
+        amp_dtype,
     )
+    if cfg.compile:
+        train_step.reason = "torch.compile is on"
     del sample_x, sample_y
     if train_step.static_shapes:  # a graphed step takes full batches only: drop the ragged one
         steps_per_epoch = n_train // batch_size
@@ -630,6 +647,7 @@ def train(
     best_on_host = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > BEST_ON_HOST_BYTES
 
     history: list[dict[str, float]] = []
+    compile_s = 0.0
     best_val, best_epoch, best_state = math.inf, 0, None
     train_time, stopped_early = 0.0, False
     for epoch in range(1, cfg.epochs + 1):
@@ -640,7 +658,14 @@ def train(
         checked = 0
         for step in range(steps_per_epoch):
             x, y = data.batch("train", order[step * batch_size : (step + 1) * batch_size])
-            step_losses[step] = train_step(x, y)
+            if cfg.compile and epoch == 1 and step == 0:
+                compile_start = time.perf_counter()
+                step_losses[step] = train_step(x, y)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                compile_s = time.perf_counter() - compile_start
+            else:
+                step_losses[step] = train_step(x, y)
             scheduler.step()
             if (step + 1) % SYNC_EVERY == 0:
                 _check_finite(step_losses[checked : step + 1], epoch, checked)
@@ -702,6 +727,7 @@ def train(
         oom_retries=train_step.oom_retries,
         step_kind=train_step.kind,
         eager_reason=getattr(train_step, "reason", ""),
+        compile_s=compile_s,
         dropped_per_epoch=n_train - used,
     )
 
