@@ -578,14 +578,10 @@ class Engine:
             train_fn=self.train_fn,
             build_fn=self.build_fn,
         )
+        objective.study = study
         bar = self.progress.cell(cell, summary, config.n_trials) if self.progress else None
         if bar is not None:
             objective.on_epoch = bar.epoch
-
-        objective.study = study
-        objective.heartbeat = heartbeat = Heartbeat(study, config.workers.heartbeat_interval)
-        heartbeat.__enter__()
-
         last_refresh = [time.monotonic()]
 
         def finished(trial: FrozenTrial) -> None:
@@ -603,7 +599,9 @@ class Engine:
         deadline = time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf
         w = config.workers
         coordinator = Coordinator(study, config.n_trials, w.heartbeat_interval, w.grace_period)
+        heartbeat = objective.heartbeat = Heartbeat(study, w.heartbeat_interval)
         try:
+            heartbeat.__enter__()
             while not stop.requested:
                 if time.monotonic() > deadline:
                     log.warning("%s: timeout_hours (%s) reached", cell.label, config.timeout_hours)
