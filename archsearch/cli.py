@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from archsearch.engine import Engine
     from archsearch.progress import Progress, wants_bars
 
-    config = _config(args)
+    config = args.loaded_config if "loaded_config" in args else _config(args)
     bars = wants_bars(args.no_progress)
     _setup_logging(bars)
     engine = Engine(config, progress=Progress() if bars else None)
@@ -206,6 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             redact(config.storage_url),
         )
     logging.getLogger("archsearch").info("worker %s on %s", WORKER, redact(config.storage_url))
+    args.loaded_config = config
     return cmd_run(args)
 
 

@@ -222,24 +222,23 @@ class Config:
     def model_spec(
         self, num_features: int, head: str, n_outputs: int, n_targets: int, targets=()
     ) -> ModelSpec:
-        m = self.model
+        """The model's fixed shape: the data's, and every ``model`` key that ModelSpec has."""
+        shared = {k: getattr(self.model, k) for k in _MODEL_SPEC_KEYS}
         return ModelSpec(
             num_features=num_features,
-            context_length=m.context_length,
-            patch_len=m.patch_len,
-            stride=m.stride,
             head=head,
             n_outputs=n_outputs,
             n_targets=n_targets,
             dropout=self.training.dropout,
-            head_dropout=m.head_dropout,
-            revin=m.revin,
-            revin_affine=m.revin_affine,
-            norm=m.norm,
-            padding_patch=m.padding_patch,
-            res_attention=m.res_attention,
             target_channels=tuple(targets),
+            **shared,
         )
+
+
+#: The ``model`` keys that are ModelSpec fields too (context_length, patch_len, revin, ...).
+_MODEL_SPEC_KEYS = tuple(
+    f.name for f in attrs.fields(ModelConfig) if f.name in {g.name for g in attrs.fields(ModelSpec)}
+)
 
 
 # -- the converter ----------------------------------------------------------------------------

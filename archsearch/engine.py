@@ -112,7 +112,13 @@ def coverage_order(archs: Sequence[Architecture], k: int) -> list[Architecture]:
 
 # -- study set-up --------------------------------------------------------------------------------
 def make_storage(config: Config) -> optuna.storages.BaseStorage:
-    url = config.storage_url
+    """The config's storage (``storage``, else SQLite in the output directory)."""
+    return open_storage(config.storage_url)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: ``memory``, ``journal:PATH`` (or ``*.journal``), SQLite (the
+    folder is created; 60 s lock timeout) or any SQLAlchemy URL; errors name the redacted URL."""
     if url == "memory":  # one process, nothing kept: for benchmarks and throwaway runs
         return optuna.storages.InMemoryStorage()
     if url.startswith("sqlite:///"):
@@ -645,6 +651,8 @@ def _safely(name: str, call: Callable[[], Any], sinks: dict[str, Sink]) -> None:
 
 
 def log_trial(record: dict[str, Any], summary: CellSummary, cell: Cell, config: Config) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     best = summary.best["val_loss"] if summary.best else float("nan")
     value = record["val_loss"]
     shown = f"{value:.5f}" if isinstance(value, float) else "-"

@@ -294,11 +294,11 @@ def load_storage(url: str, default_output: Path) -> ReportData:
     """Every archsearch cell study in a storage URL, of every experiment in it."""
     import optuna
 
-    from archsearch.engine import CELL_ATTR, redact
+    from archsearch.engine import CELL_ATTR, open_storage, redact
 
     _check_sqlite(url, "give the experiment's config or its output directory")
+    storage = open_storage(url)
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         names = sorted(s.study_name for s in storage.get_all_studies() if CELL_ATTR in s.user_attrs)
     except Exception as exc:  # noqa: BLE001 - a storage we cannot read is the user's to fix
         raise ArchsearchError(f"storage {redact(url)} cannot be read: {type(exc).__name__}: {exc}") from None

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from archsearch.architecture import Architecture, ArchSpace, ModelSpec
+from archsearch.records import ARCH_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "benchmarks" / "data" / "architectures_spy_100K.csv"
@@ -41,11 +42,7 @@ SPACE = ArchSpace(
 )
 FIELDS = (
     "arch",
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "d_ff",
-    "param_count",
+    *ARCH_FIELDS,
     "learning_rate",
     "batch_size",
     "seed",
