@@ -107,6 +107,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _add_config_commands(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a config's matrix of cells (resumes when run again)")
     plan = sub.add_parser("plan", help="show each cell's study, architectures, trials and compute")
@@ -125,6 +135,13 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
         p.add_argument("--storage", help="an Optuna storage URL (default: SQLite in the output directory)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bars")
+    worker.add_argument(
+        "--worker-index",
+        type=_non_negative_int,
+        help="this worker's number among those sharing the storage (e.g. $SLURM_ARRAY_TASK_ID); its "
+        "sampler seed is derived from it, so give each worker its own (default: derived from the host "
+        "name and process id)",
+    )
     run.set_defaults(func=cmd_run)
     plan.set_defaults(func=cmd_plan)
     status.set_defaults(func=cmd_status)
@@ -180,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = args.loaded_config if "loaded_config" in args else _config(args)
     bars = wants_bars(args.no_progress)
     _setup_logging(bars)
-    engine = Engine(config, progress=Progress() if bars else None)
+    engine = Engine(config, progress=Progress() if bars else None, worker=getattr(args, "worker_index", 0))
     result = engine.run()
     print(summary_text(result, config))
     if result.stopped:
@@ -192,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """A worker: ``run`` without progress bars, saying which process it is."""
     import logging
+    import zlib
 
     from archsearch.coordination import WORKER
     from archsearch.engine import redact
@@ -205,7 +223,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             WORKER,
             redact(config.storage_url),
         )
-    logging.getLogger("archsearch").info("worker %s on %s", WORKER, redact(config.storage_url))
+    if args.worker_index is None:  # distinct for every process, never 0 (a plain `run`)
+        args.worker_index = 1 + zlib.crc32(WORKER.encode())
+    logging.getLogger("archsearch").info(
+        "worker %s (index %d) on %s", WORKER, args.worker_index, redact(config.storage_url)
+    )
     args.loaded_config = config
     return cmd_run(args)
 

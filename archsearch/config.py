@@ -30,6 +30,9 @@ from archsearch.tasks import TaskConfig
 Budget = NewType("Budget", int)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
+#: The default storage: a SQLite file of this name in the output directory.
+DB_NAME = "archsearch.db"
+
 
 @attrs.frozen
 class ParamSpec:
@@ -210,7 +213,7 @@ class Config:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{self.output_path / 'archsearch.db'}"
+        return self.storage or f"sqlite:///{self.output_path / DB_NAME}"
 
     def study_name(self, budget: int, horizon: int) -> str:
         return f"{self.experiment}_{format_budget(budget)}_h{horizon}"

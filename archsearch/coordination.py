@@ -64,8 +64,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def counts(study: optuna.Study) -> dict[TrialState, int]:
+    """Running, complete and pruned trials, in three reads, running first.
+
+    The reads are not one snapshot: a trial that finishes between them is counted twice when
+    running is read first (so a worker at worst gives back a claim it could have kept), but not
+    at all when running is read last, which let a racing worker keep one trial too many."""
     storage, sid = study._storage, study._study_id
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
     return retrying(lambda: {s: storage.get_n_trials(sid, s) for s in states}, "counting trials")
 
 

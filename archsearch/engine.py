@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -334,6 +335,7 @@ class Objective:
                 "device": str(result.device),
                 "samples_per_s": round(result.samples_per_s, 1),
                 "compile_s": round(getattr(result, "compile_s", 0.0), 2),
+                "step_kind": getattr(result, "step_kind", ""),
             },
         )
         return result.best_val_loss
@@ -342,12 +344,21 @@ class Objective:
 SMALL_MODEL = 2_000_000
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and Slurm set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def set_cpu_threads(threads: int | None, param_count: int) -> None:
-    """torch's CPU threads for a trial: as configured, else 1 for small models, else every core."""
+    """torch's CPU threads for a trial: as configured, else 1 for small models, else every core
+    (local worker processes are configured with their share of the cores)."""
     import torch
 
     if threads is None:
-        threads = 1 if param_count < SMALL_MODEL else os.cpu_count() or 1
+        threads = 1 if param_count < SMALL_MODEL else available_cores()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
@@ -400,6 +411,21 @@ class RunResult:
     output_dir: Path
 
 
+def sampler_seed(seed: int | None, worker: int = 0, trials_before: int = 0) -> int | None:
+    """The sampler seed of one process's session on a study.
+
+    Processes that share a study must not share a sampler seed, nor may a resumed run reuse the
+    seed of the session before it: each sampler would draw the same random numbers again, and
+    propose the parameters already tried (in its random start-up trials, and in the TPE draws that
+    follow). Worker 0 opening an empty study keeps ``seed``, so a run in one process repeats a
+    seeded run exactly; any other (``worker``, ``trials_before``) gets a seed derived from all three
+    (NumPy's ``SeedSequence``), the same every time for the same triple. ``None`` stays ``None``.
+    """
+    if seed is None or (worker == 0 and trials_before == 0):
+        return seed
+    return int(np.random.SeedSequence([seed % (1 << 64), worker, trials_before]).generate_state(1)[0])
+
+
 class Engine:
     """Runs a config's matrix of cells; the CLI's ``run`` and ``worker`` commands use it."""
 
@@ -410,8 +436,10 @@ class Engine:
         progress: Any = None,
         train_fn: Callable[..., Any] | None = None,
         build_fn: Callable[..., Any] | None = None,
+        worker: int = 0,
     ) -> None:
         self.config = config
+        self.worker = worker
         self.train_fn = train_fn
         self.build_fn = build_fn
         self.plugins = plugins or get_plugin_manager(config.plugins)
@@ -434,9 +462,13 @@ class Engine:
             name: self.plugins.sink(name).factory(self.output_dir, self.config) for name in self.config.sinks
         }
 
-    def sampler(self) -> optuna.samplers.BaseSampler:
+    def sampler(self, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+        """The configured sampler, seeded with :func:`sampler_seed` for this process (``worker``)
+        joining a study that already holds ``trials_before`` trials."""
         s = self.config.sampler
-        return self.plugins.sampler(s.name).factory(s.options, s.seed)
+        return self.plugins.sampler(s.name).factory(
+            s.options, sampler_seed(s.seed, self.worker, trials_before)
+        )
 
     def open_study(self, cell: Cell, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, Encoding]:
         encoding = make_encoding(self.config.architecture.encoding, cell.architectures)
@@ -454,6 +486,9 @@ class Engine:
                 f"direction: {self.config.direction}"
             )
         check_unchanged(study, search_space_fingerprint(self.config, cell, encoding))
+        trials_before = len(study.get_trials(deepcopy=False))
+        if self.config.sampler.seed is not None and (self.worker or trials_before):
+            study.sampler = self.sampler(trials_before)
         if CELL_ATTR not in study.user_attrs:
             study.set_user_attr(
                 CELL_ATTR,

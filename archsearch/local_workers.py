@@ -64,18 +64,21 @@ def _worker(slot: Any, raw: dict[str, Any], source: str) -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     config = structure(raw, source)
-    Engine(config).run()
+    Engine(config, worker=slot.index).run()
 
 
 def run_budget(config: Config, budget: int | None, slots: list[Any]) -> None:
     """Run one budget's cells (all cells when ``budget`` is None) with one process per slot."""
     from archsearch import gpu
+    from archsearch.engine import available_cores
     from archsearch.errors import ArchsearchError
 
     raw = to_dict(config)
     if budget is not None:
         raw["budgets"] = [budget]
     raw["workers"]["processes"] = 1  # the workers themselves run in one process each
+    if raw["training"].get("cpu_threads") is None:  # share the cores rather than oversubscribe them
+        raw["training"]["cpu_threads"] = max(1, available_cores() // len(slots))
     devices = sorted({s.device_id for s in slots})
     where = "CPU" if devices == [-1] else f"GPU {', '.join(map(str, devices))}"
     log.info("%d worker processes on %s", len(slots), where)

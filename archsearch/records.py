@@ -54,6 +54,7 @@ EXTRA_COLUMNS = (
     "device",
     "samples_per_s",
     "compile_s",
+    "step_kind",
     "coverage",
     "fail_reason",
 )
@@ -120,6 +121,7 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "device": u.get("device", ""),
         "samples_per_s": u.get("samples_per_s", ""),
         "compile_s": u.get("compile_s", ""),
+        "step_kind": u.get("step_kind", ""),
         "coverage": u.get("coverage", False),
         "fail_reason": u.get("fail_reason", ""),
     }

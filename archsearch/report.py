@@ -32,12 +32,12 @@ from typing import Any
 import attrs
 
 from archsearch.budget import format_budget, parse_budget
+from archsearch.config import DB_NAME
 from archsearch.errors import ArchsearchError
+from archsearch.plugins.sinks import CSV_NAME
 from archsearch.records import TRAINING_FIELDS
 
 REPORT_DIR = "report"
-CSV_NAME = "experiment_results.csv"
-DB_NAME = "archsearch.db"
 FORMATS = ("html", "png", "md")
 #: Complete trials a cell needs before parameter importance is computed.
 MIN_IMPORTANCE_TRIALS = 3

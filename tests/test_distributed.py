@@ -80,6 +80,8 @@ def test_four_workers_exact_count_no_duplicates_coverage_once(tmp_path, storage)
     assert len(coverage) == 5 and set(coverage.values()) == {1}
     workers = {t.user_attrs["setup"]["worker"] for t in complete}
     assert len(workers) >= 2, "the trials were shared between workers"
+    rates = [t.params["learning_rate"] for t in complete]
+    assert len(set(rates)) == len(rates), "the workers' samplers proposed the same parameters"
     rows = read_csv(tmp_path / "out" / "experiment_results.csv")
     keys = [(r["study_name"], r["trial"]) for r in rows]
     assert len(keys) == len(set(keys)), "no row twice"
@@ -128,6 +130,15 @@ def test_killed_worker_trial_is_retried_and_nothing_is_lost(tmp_path, storage):
     assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state.name == "COMPLETE"
 
 
+def test_worker_index_is_logged_and_checked(tmp_path):
+    config = write_config(tmp_path, n_trials=1)
+    out = run_cli("worker", str(config), "--worker-index", "-1")
+    assert out.returncode == 2 and "--worker-index: expected a non-negative integer, got '-1'" in out.stderr
+    out = run_cli("worker", str(config), "--worker-index", "5")
+    assert out.returncode == 0, out.stderr
+    assert "(index 5)" in out.stderr
+
+
 def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
     url = "postgresql://alice:s3cret@127.0.0.1:1/nowhere"
     config = write_config(tmp_path, storage=url)
@@ -158,6 +169,8 @@ def test_run_with_local_worker_processes(tmp_path):
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 9
     assert len({t.user_attrs["setup"]["worker"] for t in complete}) == 2
+    rates = [t.params["learning_rate"] for t in complete]
+    assert len(set(rates)) == len(rates), "each worker's sampler has its own seed: no trial repeats another"
     rows = read_csv(tmp_path / "out" / "experiment_results.csv")
     assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in complete)
     assert "9 complete" in out.stdout
@@ -185,3 +198,21 @@ def test_gpu_plan_uses_several_workers_for_small_models(tmp_path, monkeypatch):
     assert [s.device_id for s in local_workers.plan(explicit, cells, engine.datasets())] == [1, 1, 1]
     cpu = structure(tiny_config(tmp_path, training={"device": "cpu"}))
     assert local_workers.plan(cpu, cells, engine.datasets()) is None
+
+
+def test_local_workers_share_the_cores(tmp_path, monkeypatch):
+    """Each of several local workers gets its share of the cores unless cpu_threads is set."""
+    from engine_helpers import tiny_config
+
+    from archsearch import engine, gpu, local_workers
+    from archsearch.config import structure
+
+    seen = []
+    monkeypatch.setattr(gpu, "run_workers", lambda slots, target, args: seen.append(args[0]) or [])
+    monkeypatch.setattr(engine, "available_cores", lambda: 16)
+    slots = [gpu.WorkerSlot(0, i, {}, i) for i in range(8)]
+    local_workers.run_budget(structure(tiny_config(tmp_path)), None, slots)
+    local_workers.run_budget(structure(tiny_config(tmp_path, training={"cpu_threads": 3})), None, slots)
+    local_workers.run_budget(structure(tiny_config(tmp_path)), None, slots * 3)
+    assert [raw["training"]["cpu_threads"] for raw in seen] == [2, 3, 1]
+    assert all(raw["workers"]["processes"] == 1 for raw in seen)

@@ -13,9 +13,11 @@ import optuna
 import pytest
 import yaml
 from engine_helpers import REPO, read_csv, run_cli, tiny_config, write_config
+from hypothesis import given
+from hypothesis import strategies as st
 
 from archsearch.config import structure
-from archsearch.engine import Engine
+from archsearch.engine import Engine, sampler_seed
 from archsearch.errors import ArchsearchError
 from archsearch.records import COLUMNS
 
@@ -86,6 +88,37 @@ def test_seeded_runs_repeat_exactly(tmp_path):
         results.append(trial_params(f"sqlite:///{tmp_path / name / 'archsearch.db'}", "tiny_8K_h2"))
     assert results[0] == results[1]
     assert len({p for _, _, p, _ in results[0]}) == 7
+
+
+def learning_rates(storage_url: str, study: str = "tiny_8K_h2") -> list[float]:
+    s = optuna.load_study(study_name=study, storage=storage_url)
+    return [t.params["learning_rate"] for t in s.trials if t.state.name == "COMPLETE"]
+
+
+def test_a_resumed_seeded_run_draws_new_parameters(tmp_path):
+    """The resumed session's sampler must not replay the first session's random draws."""
+    path = write_config(tmp_path, n_trials=3, allocation={"strategy": "none"})
+    for n in ("3", "6"):
+        out = run_cli("run", str(path), "--no-progress", "--n-trials", n)
+        assert out.returncode == 0, out.stderr
+    rates = learning_rates(f"sqlite:///{tmp_path / 'out' / 'archsearch.db'}")
+    assert len(rates) == 6 and len(set(rates)) == 6, rates
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    worker=st.integers(0, 2**40),
+    trials_before=st.integers(0, 10**6),
+)
+def test_sampler_seed_is_stable_and_distinct(seed, worker, trials_before):
+    derived = sampler_seed(seed, worker, trials_before)
+    assert derived == sampler_seed(seed, worker, trials_before)
+    assert 0 <= derived < 2**32  # what numpy's RandomState (Optuna's samplers) takes
+    if worker == 0 and trials_before == 0:
+        assert derived == seed
+    assert derived != sampler_seed(seed, worker + 1, trials_before)
+    assert derived != sampler_seed(seed, worker, trials_before + 1)
+    assert sampler_seed(None, worker, trials_before) is None
 
 
 def test_coverage_tries_every_architecture_first(tmp_path):

@@ -471,6 +471,46 @@ def test_benchmark_cpu_smoke_writes_every_row(tmp_path: Path) -> None:
     assert table in done.stdout
 
 
+def test_most_at_once_counts_overlapping_trials() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gpu_run import most_at_once
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert most_at_once([]) == 0
+    assert most_at_once([(0, 1), (1, 2), (2, 3)]) == 1  # one ends as the next starts
+    assert most_at_once([(0, 10), (1, 2), (1.5, 3), (5, 6)]) == 3
+
+
+@pytest.mark.slow
+def test_gpu_run_dry_run_on_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_run.py's whole flow (two real runs of the CLI, the summary) on the CPU."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "benchmarks/gpu_run.py",
+            *("--out", str(tmp_path), "--device", "cpu"),
+            *("--trials", "6", "--single", "3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    auto, single = summary["runs"]
+    assert auto["workers"]["processes"] == 2 and single["workers"]["processes"] == 1
+    assert auto["trials_complete"] == 6 and single["trials_complete"] == 3
+    assert 1 <= auto["trials_at_once"] <= 2 and single["trials_at_once"] == 1
+    assert auto["step_kinds"] == ["eager"] and auto["devices"] == ["cpu"]
+    assert auto["trials_per_hour"] > 0 and summary["speedup_trials_per_hour"] > 0
+    assert "2 worker processes on CPU" in (tmp_path / "run.log").read_text()
+    rows = (tmp_path / "run_trials.csv").read_text().splitlines()
+    assert len(rows) == 7 and "step_kind" in rows[0]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_benchmark_without_cuda_measures_nothing(tmp_path: Path) -> None:
     done = run_benchmark("--out", str(tmp_path / "out"), timeout=60)
