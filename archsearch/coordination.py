@@ -20,11 +20,23 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger("archsearch")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 T = TypeVar("T")
+
+
+def _pid_namespace() -> int | None:
+    """The inode of this process's PID namespace (Linux): containers that share a host name (host
+    networking) still have their own, so a process id is only compared within one."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+PID_NAMESPACE = _pid_namespace()
 
 
 def retrying(call: Callable[[], T], what: str, attempts: int = 8, first_wait: float = 1.0) -> T:
@@ -80,30 +92,73 @@ def count_finished(study: optuna.Study) -> int:
     return c[TrialState.COMPLETE] + c[TrialState.PRUNED]
 
 
-def fail_and_retry(study: optuna.Study, trial: Any, reason: str) -> bool:
-    """Fail a RUNNING trial and queue its parameters again, once even if several workers try."""
-    storage = study._storage
-    try:
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-        return False  # another worker got there first, or the trial finished after all
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial``'s parameters again, marked ``retry_of`` (the first trial of the chain).
+
+    The parameters are those it was queued with (a coverage trial's architecture) under those it
+    suggested: a trial that died before its first suggestion has only the former. Callers queue
+    before they fail the trial, so a worker that sees its slot free also sees the queued trial
+    (asks take queued trials first) and cannot take the slot with a fresh one instead.
+    """
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
     u = trial.user_attrs
     study.enqueue_trial(
-        dict(trial.params),
-        user_attrs={"retry_of": u.get("retry_of", trial.number), "coverage": u.get("coverage", False)},
+        params, user_attrs={"retry_of": u.get("retry_of", trial.number), "coverage": u.get("coverage", False)}
     )
+
+
+def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Fail another worker's RUNNING trial and queue its parameters again, once even if several
+    workers try: the one that creates the marker study ``{study}:retry:{trial id}`` does it (the
+    storage's unique study names make that atomic). If the trial finished after all, the queued
+    retry is taken back."""
+    storage = study._storage
+    marker = f"{study.study_name}:retry:{trial._trial_id}"
+    try:
+        retrying(lambda: optuna.create_study(study_name=marker, storage=storage), "electing a retry")
+    except optuna.exceptions.DuplicatedStudyError:
+        return False  # another worker is retrying it
+    retrying(lambda: requeue(study, trial), "queueing a retry")
+    try:
+        retrying(
+            lambda: storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason), "failing a trial"
+        )
+        retrying(
+            lambda: storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL), "failing a trial"
+        )
+    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+        _withdraw_retry(study, trial)  # it finished after all
+        return False
     return True
 
 
+def _withdraw_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Take back the queued retry of ``trial`` (still WAITING): failed and marked ``surplus``."""
+    chain = trial.user_attrs.get("retry_of", trial.number)
+    storage = study._storage
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if waiting.user_attrs.get("retry_of") == chain:
+            try:
+                storage.set_trial_user_attr(waiting._trial_id, "surplus", True)
+                storage.set_trial_state_values(waiting._trial_id, state=TrialState.FAIL)
+            except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+                pass  # already claimed: it runs once more, counted like any trial
+
+
 def recover_orphans(study: optuna.Study) -> int:
-    """Fail and re-queue RUNNING trials of dead processes on this host (at once, no grace)."""
+    """Fail and re-queue RUNNING trials of dead processes on this host (at once, no grace).
+
+    Only processes of this host name and PID namespace are judged by their process id; any other
+    worker's trial is left to the heartbeat watch (:meth:`Coordinator.watch`)."""
     host = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("setup", {}).get("worker", "")
+        setup = t.user_attrs.get("setup", {})
+        worker = setup.get("worker", "")
         h, _, pid = worker.rpartition(":")
-        if h != host or not pid.isdigit() or (_pid_alive(int(pid)) and worker != WORKER):
+        if h != host or not pid.isdigit() or setup.get("pid_namespace") != PID_NAMESPACE:
+            continue
+        if _pid_alive(int(pid)) and worker != WORKER:
             continue
         n += fail_and_retry(study, t, f"worker {worker} died mid-trial")
     return n
@@ -211,14 +266,25 @@ class Coordinator:
 
     def release(self, trial: optuna.Trial) -> None:
         """Give a surplus claim back: failed and marked ``surplus`` (records skip it); a queued
-        trial's fixed parameters are queued again."""
+        trial's fixed parameters are queued again first (see :func:`requeue`)."""
         storage = self.study._storage
-        frozen = storage.get_trial(trial._trial_id)
-        storage.set_trial_user_attr(trial._trial_id, "surplus", True)
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        frozen = retrying(lambda: storage.get_trial(trial._trial_id), "giving back a claim")
         fixed = frozen.system_attrs.get("fixed_params")
         if fixed:
-            self.study.enqueue_trial(dict(fixed), user_attrs=dict(frozen.user_attrs))
+            retrying(
+                lambda: self.study.enqueue_trial(dict(fixed), user_attrs=dict(frozen.user_attrs)),
+                "giving back a claim",
+            )
+        try:
+            retrying(
+                lambda: storage.set_trial_user_attr(trial._trial_id, "surplus", True), "giving back a claim"
+            )
+            retrying(
+                lambda: storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL),
+                "giving back a claim",
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # already failed (by a watcher that missed its heartbeat): it is given back either way
         time.sleep(random.uniform(0.05, 0.3))  # two workers that collided do not collide again
 
     def watch(self) -> int:
@@ -228,7 +294,9 @@ class Coordinator:
             return 0
         self.last_watch = now
         recovered = 0
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = retrying(
+            lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), "watching trials"
+        )
         alive = {t._trial_id for t in running}
         self.seen = {k: v for k, v in self.seen.items() if k in alive}
         for t in running:

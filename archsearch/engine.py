@@ -25,7 +25,16 @@ from archsearch.architecture import Architecture
 from archsearch.budget import format_budget
 from archsearch.budget_grid import extremes, get_architectures_for_budget
 from archsearch.config import SEARCHABLE, Config
-from archsearch.coordination import WORKER, Coordinator, Heartbeat, count_finished, recover_orphans, retrying
+from archsearch.coordination import (
+    PID_NAMESPACE,
+    WORKER,
+    Coordinator,
+    Heartbeat,
+    count_finished,
+    recover_orphans,
+    requeue,
+    retrying,
+)
 from archsearch.encodings import Encoding, make_encoding
 from archsearch.errors import ArchsearchError, TrialFailed
 from archsearch.plugin_manager import Plugins, get_plugin_manager
@@ -134,7 +143,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         # Heartbeats are archsearch's own (archsearch.coordination), the same on every storage.
         for attempt in range(6):
             try:
-                return optuna.storages.RDBStorage(url, **kwargs)
+                storage = optuna.storages.RDBStorage(url, **kwargs)
+                if url.startswith("sqlite"):
+                    _write_lock_at_begin(storage.engine)
+                return storage
             except Exception as exc:
                 # Workers starting together race to create the schema; the losers try again.
                 if attempt == 5 or not any(
@@ -146,6 +158,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise ArchsearchError(
             f"storage {redact(url)} cannot be opened: {type(exc).__name__}: {exc}"
         ) from None
+
+
+def _write_lock_at_begin(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna claims a queued trial by reading that it is WAITING and then setting it RUNNING, in
+    one transaction with ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3
+    starts the transaction only at the first write. Two processes could both read WAITING and
+    both run the trial (a coverage trial twice, the second worker then crashing). Taking the lock
+    at ``BEGIN`` makes the read and the write one step. The SQLAlchemy recipe for pysqlite:
+    the driver's own transaction handling off, ``BEGIN IMMEDIATE`` emitted on begin."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would not have them
 
 
 def redact(url: str) -> str:
@@ -257,7 +291,6 @@ class Objective:
     train_fn: Callable[..., Any] | None = None
     build_fn: Callable[..., Any] | None = None
     study: Any = None
-    heartbeat: Any = None
 
     def __attrs_post_init__(self) -> None:
         if self.train_fn is None:
@@ -289,6 +322,7 @@ class Objective:
                 "baseline_loss": self.data.baseline_loss,
                 "split": self.data.split_info,
                 "worker": WORKER,
+                "pid_namespace": PID_NAMESPACE,
             },
         )
         seed = config.training.seed + trial.number
@@ -319,8 +353,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {e.epoch} (val loss {e.val_loss:.5g})")
 
         try:
-            with self.heartbeat.beating(trial):
-                result = self.train_fn(model, self.data, train_config, on_epoch=epoch_done)
+            result = self.train_fn(model, self.data, train_config, on_epoch=epoch_done)
         except TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
@@ -559,8 +592,12 @@ class Engine:
 
     def run_trial(self, study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
         """Run one claimed trial and tell the storage how it ended; a trial that raises anything
-        but a pruning or a :class:`TrialFailed` is failed too, and the error re-raised."""
+        but a pruning or a :class:`TrialFailed` is failed too, its parameters queued again, and
+        the error re-raised. A trial that another worker failed meanwhile (it saw no heartbeat
+        for ``workers.grace_period``: a stalled process or a lost connection) is left as that
+        worker recorded it; its retry runs elsewhere."""
         state, value, error = TrialState.FAIL, None, None
+        storage = study._storage
         try:
             value = objective(trial)
             state = TrialState.COMPLETE
@@ -568,26 +605,37 @@ class Engine:
             state = TrialState.PRUNED
         except TrialFailed as exc:
             log.warning("trial %d failed: %s", trial.number, exc)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return self._taken_away(study, trial)
         except BaseException as exc:  # noqa: BLE001 - recorded on the trial, then re-raised
             error = exc
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
         values = value if state == TrialState.COMPLETE else None
-        if state == TrialState.COMPLETE and not math.isfinite(value):
-            state, values = TrialState.FAIL, None
-            trial.set_user_attr("fail_reason", f"objective returned {value}")
+        try:
+            if state == TrialState.COMPLETE and not math.isfinite(value):
+                state, values = TrialState.FAIL, None
+                trial.set_user_attr("fail_reason", f"objective returned {value}")
+            if error is not None:
+                # Interrupted (a second Ctrl-C) or broken: the same parameters run again, queued
+                # before this trial is failed (see coordination.requeue).
+                trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+                retrying(lambda: requeue(study, storage.get_trial(trial._trial_id)), "queueing a retry")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return self._taken_away(study, trial)
         retrying(lambda: study.tell(trial, values, state=state, skip_if_finished=True), "reporting a trial")
         if error is not None:
-            # Interrupted (a second Ctrl-C) or broken: run the same parameters again next time.
-            u = study._storage.get_trial(trial._trial_id).user_attrs
-            study.enqueue_trial(
-                dict(trial.params),
-                user_attrs={
-                    "retry_of": u.get("retry_of", trial.number),
-                    "coverage": u.get("coverage", False),
-                },
-            )
             raise error
-        return study._storage.get_trial(trial._trial_id)
+        return storage.get_trial(trial._trial_id)
+
+    @staticmethod
+    def _taken_away(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+        frozen = study._storage.get_trial(trial._trial_id)
+        log.warning(
+            "trial %d was failed by another worker while this one ran it (%s); its parameters run again "
+            "in a retry, and this run's result is dropped",
+            trial.number,
+            frozen.user_attrs.get("fail_reason", "no reason recorded"),
+        )
+        return frozen
 
     def run_cell(
         self, cell: Cell, storage: optuna.storages.BaseStorage, sinks: dict[str, Sink], stop: StopRequest
@@ -640,7 +688,7 @@ class Engine:
         deadline = time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf
         w = config.workers
         coordinator = Coordinator(study, config.n_trials, w.heartbeat_interval, w.grace_period)
-        heartbeat = objective.heartbeat = Heartbeat(study, w.heartbeat_interval)
+        heartbeat = Heartbeat(study, w.heartbeat_interval)
         try:
             heartbeat.__enter__()
             while not stop.requested:
@@ -657,11 +705,13 @@ class Engine:
                     time.sleep(min(1.0, w.heartbeat_interval))
                     continue
                 trial = retrying(study.ask, "claiming a trial")
-                if coordinator.surplus(trial):
-                    coordinator.release(trial)
-                    continue
-                coordinator.own.add(trial._trial_id)
-                finished(self.run_trial(study, trial, objective))
+                with heartbeat.beating(trial):  # from the claim on: sampling and building take time too
+                    if coordinator.surplus(trial):
+                        coordinator.release(trial)
+                        continue
+                    coordinator.own.add(trial._trial_id)
+                    frozen = self.run_trial(study, trial, objective)
+                finished(frozen)
         finally:
             heartbeat.__exit__()
             if bar is not None:

@@ -216,3 +216,142 @@ def test_local_workers_share_the_cores(tmp_path, monkeypatch):
     local_workers.run_budget(structure(tiny_config(tmp_path)), None, slots * 3)
     assert [raw["training"]["cpu_threads"] for raw in seen] == [2, 3, 1]
     assert all(raw["workers"]["processes"] == 1 for raw in seen)
+
+
+# --- the races, one interleaving at a time ------------------------------------------------------
+
+
+def study_with_a_dead_trial(tmp_path, fixed: dict | None = None):
+    """Two complete trials and a RUNNING one whose worker is gone (n_trials = 3)."""
+    from archsearch.engine import open_storage
+
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    for x in (0.1, 0.2):
+        t = study.ask()
+        t.suggest_float("x", 0, 1)
+        study.tell(t, x)
+    if fixed is not None:
+        study.enqueue_trial(fixed, user_attrs={"coverage": True})
+    dead = study.ask()
+    if fixed is None:
+        dead.suggest_float("x", 0, 1)
+    return study, storage.get_trial(dead._trial_id)
+
+
+def queued_params(study, trial) -> dict:
+    """What a popped queued trial will suggest (Optuna applies them at the suggest calls)."""
+    return study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]
+
+
+def test_a_retry_is_queued_before_the_dead_trial_frees_its_slot(tmp_path):
+    from archsearch.coordination import Coordinator, fail_and_retry
+
+    study, dead = study_with_a_dead_trial(tmp_path)
+    seen = []
+    enqueue = study.enqueue_trial
+
+    def enqueue_and_look(*args, **kwargs):
+        seen.append(Coordinator(study, 3, 1.0, 2.0).may_claim())  # before the retry is queued
+        enqueue(*args, **kwargs)
+        seen.append(Coordinator(study, 3, 1.0, 2.0).may_claim())  # queued, dead one not yet failed
+
+    study.enqueue_trial = enqueue_and_look
+    assert fail_and_retry(study, dead, "no heartbeat")
+    assert seen == [None, None], "no worker may claim a fresh trial while the retry is not queued"
+    assert not fail_and_retry(study, dead, "no heartbeat"), "a second watcher does not retry it again"
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == dead.number
+    retry = study.ask()
+    assert queued_params(study, retry) == dead.params and retry.number == 3
+    assert study.trials[dead.number].state.name == "FAIL"
+
+
+def test_a_trial_that_died_before_suggesting_is_retried_with_its_queued_parameters(tmp_path):
+    from archsearch.coordination import fail_and_retry
+
+    study, dead = study_with_a_dead_trial(tmp_path, fixed={"x": 0.75})
+    assert dead.params == {}
+    assert fail_and_retry(study, dead, "died")
+    retry = study.ask()
+    assert queued_params(study, retry) == {"x": 0.75}
+    assert retry.user_attrs == {"retry_of": 2, "coverage": True}
+
+
+def test_a_trial_that_finishes_after_all_takes_its_retry_back(tmp_path):
+    from archsearch.coordination import fail_and_retry
+
+    study, dead = study_with_a_dead_trial(tmp_path)
+    enqueue = study.enqueue_trial
+
+    def enqueue_then_the_slow_worker_finishes(*args, **kwargs):
+        enqueue(*args, **kwargs)
+        study.tell(dead.number, 0.3)
+
+    study.enqueue_trial = enqueue_then_the_slow_worker_finishes
+    assert not fail_and_retry(study, dead, "no heartbeat")
+    states = [(t.state.name, t.user_attrs.get("surplus", False)) for t in study.trials]
+    assert states == [("COMPLETE", False)] * 3 + [("FAIL", True)]
+
+
+def test_a_trial_failed_by_another_worker_is_dropped_not_crashed_on(tmp_path, caplog):
+    """A stalled worker whose trial another worker failed (no heartbeat) gives it up and goes on."""
+    from engine_helpers import tiny_config
+
+    from archsearch.bench.overhead import NullResult
+    from archsearch.config import structure
+    from archsearch.engine import Engine
+
+    taken = []
+
+    def train_while_a_watcher_fails_the_trial(model, data, config, on_epoch=None):
+        if not taken:  # the first trial: another worker gives up on it meanwhile
+            study = optuna.load_study(study_name="tiny_8K_h2", storage=storage_url)
+            (running,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            from archsearch.coordination import fail_and_retry
+
+            taken.append(fail_and_retry(study, running, "no heartbeat from worker x for 130 s"))
+        return NullResult(best_val_loss=config.learning_rate)
+
+    storage_url = f"sqlite:///{tmp_path / 'out' / 'archsearch.db'}"
+    config = structure(tiny_config(tmp_path, n_trials=6))  # 5 coverage trials, then the retry
+    with caplog.at_level("WARNING", logger="archsearch"):
+        Engine(config, train_fn=train_while_a_watcher_fails_the_trial, build_fn=lambda a, s: None).run()
+    assert taken == [True]
+    trials = optuna.load_study(study_name="tiny_8K_h2", storage=storage_url).trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 6
+    assert trials[0].state.name == "FAIL" and "no heartbeat" in trials[0].user_attrs["fail_reason"]
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 0)
+    assert retry.state.name == "COMPLETE" and retry.params == trials[0].params
+    assert "trial 0 was failed by another worker while this one ran it" in caplog.text
+
+
+QUEUED, POPPERS = 200, 6
+
+
+def test_sqlite_claims_each_queued_trial_once(tmp_path):
+    """Six processes pop 200 queued trials from one SQLite file: each exactly once (without
+    BEGIN IMMEDIATE about one in ten was claimed twice)."""
+    from archsearch.engine import open_storage
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url))
+    for i in range(QUEUED):
+        study.enqueue_trial({"x": float(i)})
+    code = (
+        "import sys, optuna\n"
+        "from archsearch.engine import open_storage\n"
+        "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
+        f"s = optuna.load_study(study_name='q', storage=open_storage({url!r}))\n"
+        "while True:\n"
+        "    t = s.ask()\n"
+        "    if 'fixed_params' not in s._storage.get_trial(t._trial_id).system_attrs: break\n"
+        "    print(t.number, flush=True)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(POPPERS)
+    ]
+    popped = [int(n) for p in procs for n in p.communicate(timeout=240)[0].split()]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(popped) == list(range(QUEUED)), Counter(popped).most_common(3)
