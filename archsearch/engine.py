@@ -247,13 +247,19 @@ def check_unchanged(study: optuna.Study, expected: dict[str, Any]) -> None:
     )
 
 
+#: Seconds without a new trial after which a process waiting for another to queue the coverage
+#: trials takes it for dead and queues the missing ones itself.
+COVERAGE_STALL_S = 10.0
+
+
 def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: Encoding) -> int:
     """Queue the coverage trials once per study, even with several processes starting together.
 
     The first process to create the marker study ``{study}:coverage`` in the same storage (the
     storage's unique study names make that atomic) queues the trials and then records that it
-    did; a process that finds the marker without the record (its creator died) queues the missing
-    ones, skipping parameters already queued or run.
+    did; a process that finds the marker waits while trials keep appearing, and if the record
+    does not come (its creator died) queues the missing ones, skipping parameters already queued
+    or run.
     """
     if config.allocation.strategy != "coverage" or len(cell.architectures) < 2:
         return 0
@@ -265,11 +271,16 @@ def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: 
         winner = True
     except optuna.exceptions.DuplicatedStudyError:
         winner = False
-    if not winner:
-        for _ in range(50):  # the winner is queueing; give it a moment
+    if not winner:  # the winner is queueing: wait while it makes progress
+        seen, progress = -1, time.monotonic()
+        while time.monotonic() - progress < COVERAGE_STALL_S:
             if study.user_attrs.get("coverage_enqueued"):
                 return 0
-            time.sleep(0.1)
+            n = len(study.get_trials(deepcopy=False))
+            if n != seen:
+                seen, progress = n, time.monotonic()
+            time.sleep(0.2)
+        log.warning("%s: the coverage trials' queueing stalled; queueing the missing ones", study.study_name)
     order = coverage_order(cell.architectures, config.allocation.k)
     for arch in order:
         study.enqueue_trial(encoding.params(arch), user_attrs={"coverage": True}, skip_if_exists=not winner)

@@ -16,6 +16,7 @@ from engine_helpers import REPO, read_csv, run_cli, tiny_config, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 
+from archsearch import engine as engine_module
 from archsearch.config import structure
 from archsearch.engine import Engine, sampler_seed
 from archsearch.errors import ArchsearchError
@@ -133,6 +134,47 @@ def test_coverage_tries_every_architecture_first(tmp_path):
     assert archs[:3] == ["d16-L1-h2-ff32", "d24-L1-h2-ff48", "d16-L3-h2-ff32"]
     assert all(t.user_attrs["coverage"] for t in study.trials[:5])
     assert result.cells[0].n_complete == 6
+
+
+def coverage_setup(tmp_path):
+    config = structure(tiny_config(tmp_path, n_trials=6))
+    engine = Engine(config)
+    (cell,) = engine.cells()
+    study, encoding = engine.open_study(cell, engine_module.make_storage(config))
+    optuna.create_study(study_name=f"{study.study_name}:coverage", storage=study._storage)  # a winner
+    order = engine_module.coverage_order(cell.architectures, 1)
+    return config, cell, study, encoding, order
+
+
+def queued_architectures(study) -> list[tuple]:
+    return [tuple(sorted(t.system_attrs["fixed_params"].items())) for t in study.trials]
+
+
+def test_coverage_waits_for_a_slow_winner_and_completes_a_dead_ones(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(engine_module, "COVERAGE_STALL_S", 1.0)
+    config, cell, study, encoding, order = coverage_setup(tmp_path)
+
+    def slow_winner():  # 0.4 s a trial, 2 s in all: longer than the stall limit, never stalled
+        for arch in order:
+            study.enqueue_trial(encoding.params(arch), user_attrs={"coverage": True})
+            time.sleep(0.4)
+        study.set_user_attr("coverage_enqueued", len(order))
+
+    winner = threading.Thread(target=slow_winner)
+    winner.start()
+    assert engine_module.enqueue_coverage(study, config, cell, encoding) == 0
+    winner.join()
+    assert len(study.trials) == 5 and len(set(queued_architectures(study))) == 5
+
+    config, cell, study, encoding, order = coverage_setup(tmp_path / "dead")
+    for arch in order[:2]:  # the winner died after two
+        study.enqueue_trial(encoding.params(arch), user_attrs={"coverage": True})
+    started = time.monotonic()
+    assert engine_module.enqueue_coverage(study, config, cell, encoding) == 5
+    assert 1.0 <= time.monotonic() - started < 5
+    assert len(study.trials) == 5 and len(set(queued_architectures(study))) == 5
 
 
 def test_resume_after_kill_9_loses_nothing(tmp_path):
