@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# torch==2.13.0 is a CPU build (small, as in CI); `make TORCH_SPEC="torch>=2.2"` takes any other.
+# torch==2.13.0 is a CPU build (small, as in CI); `make TORCH_SPEC="torch>=2.4"` takes any other.
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: quickstart test lint venv clean

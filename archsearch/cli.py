@@ -360,7 +360,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--generate",
         action="store_true",
-        help="(architectures) train the tabular benchmark into benchmarks/data/ first; resumes",
+        help="(architectures) train the tabular benchmark into archsearch/bench/data/ first (a development checkout beside ../shared/data); resumes",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -51,6 +51,9 @@ BEST_ON_HOST_BYTES = 1 << 30
 #: Steps run on a side stream before a CUDA graph is captured (they create the optimizer state and
 #: the library workspaces); their effect on weights, optimizer state and RNG is undone.
 GRAPH_WARMUP_ITERS = 3
+#: torch < 2.4's schedulers replace a tensor learning rate (``group["lr"] = value``) instead of
+#: filling it in place, so a captured step would keep the first value: no CUDA graphs there.
+SCHEDULER_FILLS_TENSOR_LR = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
@@ -610,7 +613,7 @@ def train(
     n_train = data.n_windows("train")
     batch_size = min(cfg.batch_size, n_train)
     micro = min(cfg.micro_batch_size or batch_size, batch_size)
-    graphs = cfg.cuda_graphs and cuda and micro >= batch_size
+    graphs = cfg.cuda_graphs and cuda and micro >= batch_size and SCHEDULER_FILLS_TENSOR_LR
     optimizer = make_optimizer(params, cfg, device, capturable=graphs)
     loss_fn = loss_function(data.task_kind)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -629,13 +632,15 @@ def train(
         loss_fn,
         sample_x,
         sample_y,
-        cfg.cuda_graphs and not cfg.compile,
+        cfg.cuda_graphs and not cfg.compile and SCHEDULER_FILLS_TENSOR_LR,
         cfg.grad_clip,
         micro,
         amp_dtype,
     )
     if cfg.compile:
         train_step.reason = "torch.compile is on"
+    elif cuda and cfg.cuda_graphs and not SCHEDULER_FILLS_TENSOR_LR:
+        train_step.reason = f"torch {torch.__version__} < 2.4 cannot schedule a captured learning rate"
     del sample_x, sample_y
     if train_step.static_shapes:  # a graphed step takes full batches only: drop the ragged one
         steps_per_epoch = n_train // batch_size

@@ -205,3 +205,5 @@ def test_non_editable_install_lists_builtins_and_has_no_top_level_plugins(tmp_pa
     assert "archsearch.plugins.budget_grid" in out.stdout and "estimator: patchtst-ci" in out.stdout
     assert not (venv / "site" / "plugins").exists()
     assert (venv / "site" / "archsearch" / "plugins" / "patchtst" / "__init__.py").exists()
+    # The tabular benchmark's table is package data: `bench architectures` runs from a wheel too.
+    assert (venv / "site" / "archsearch" / "bench" / "data" / "architectures_spy_100K.csv").exists()

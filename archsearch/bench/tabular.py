@@ -22,9 +22,10 @@ import attrs
 from archsearch.architecture import Architecture, ArchSpace, ModelSpec
 from archsearch.records import ARCH_FIELDS
 
-REPO = Path(__file__).resolve().parents[2]
-TABLE = REPO / "benchmarks" / "data" / "architectures_spy_100K.csv"
-SPY = REPO.parent / "shared" / "data" / "SPY_daily.csv"
+#: Package data, so that ``bench architectures`` runs wherever archsearch is installed.
+TABLE = Path(__file__).resolve().parent / "data" / "architectures_spy_100K.csv"
+#: The real data beside a development checkout (``../shared/data``), which ``generate`` trains on.
+SPY = Path(__file__).resolve().parents[3] / "shared" / "data" / "SPY_daily.csv"
 COMMAND = "python -m archsearch bench architectures --generate"
 
 BUDGET = 100_000
