@@ -4,11 +4,13 @@
 #   bash benchmarks/gpu_check.sh [STAGE ...]      STAGE: tests, run, bench, bench-quick
 #                                                 (default: tests run bench-quick)
 #
-#   tests        pytest tests/test_gpu.py on the GPU (the CUDA tests run instead of skipping)  ~1.5 min
+#   tests        pytest -m "not slow" tests/test_gpu.py: the CUDA tests run instead of skipping   ~1 min
 #   run          benchmarks/gpu_run.py: a real `archsearch run` of a 2M cell with the automatic
 #                workers per GPU, then 8 trials with one worker, for trials per hour            ~3 min
 #   bench        benchmarks/gpu_trials.py, the full table (naive loop vs trainer vs workers)     ~7 min
 #   bench-quick  benchmarks/gpu_trials.py --quick                                                ~2 min
+#
+# (The times are estimates from the scripts' own time budgets; the first GPU session measures them.)
 #
 # Run it from the repository root. Output goes to $OUT (the device tool's folder that comes back)
 # or to ./gpu-check-out: tests.log, run.log, run_summary.json, run_trials.csv, bench.log,
@@ -54,7 +56,7 @@ for stage in ${*:-tests run bench-quick}; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
   started=$SECONDS
   case $stage in
-    tests) "${PY[@]}" -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/tests.log" ;;
+    tests) "${PY[@]}" -m pytest -q -rs -p no:cacheprovider -m "not slow" tests/test_gpu.py 2>&1 | tee "$OUT/tests.log" ;;
     run) "${PY[@]}" benchmarks/gpu_run.py --out /tmp/archsearch-gpu-run --device "${DEVICE:-cuda}" \
            ${DATA:+--data "$DATA"} 2>&1 | tee "$OUT/run.log"
          rc=${PIPESTATUS[0]}

@@ -29,6 +29,8 @@ done
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$DIR" "${pins[@]}"
+had_build=$([ -e build ] && echo yes || true)
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DIR" .
+[ -n "$had_build" ] || rm -rf build  # setuptools' scratch folder, unless it was there before
 ls -1 "$DIR"
 du -sh "$DIR"
