@@ -76,6 +76,8 @@ class PreparedData:
     def to(self, device: torch.device | str) -> PreparedData:
         """The same data on ``device`` (returns ``self`` when it is there already)."""
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" is the current device: cuda:N
+            device = torch.device("cuda", torch.cuda.current_device())
         if self.series.device == device:
             return self
         return attrs.evolve(

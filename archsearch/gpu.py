@@ -28,6 +28,7 @@ import torch
 
 from archsearch.architecture import Architecture, ModelSpec
 from archsearch.errors import ArchsearchError
+from archsearch.trainer import BEST_ON_HOST_BYTES
 
 log = logging.getLogger("archsearch")
 
@@ -37,10 +38,10 @@ MiB = 1 << 20
 #: H100 with the torch kernels loaded) and caching-allocator slack.
 #: ``torch.cuda.max_memory_allocated`` does not see the context; ``nvidia-smi`` does.
 CUDA_CONTEXT_BYTES = 500 * MiB
-#: cuBLAS workspaces, which torch takes from its caching allocator (so they do count in
-#: ``max_memory_allocated``): 32 MiB per stream on Hopper (4 MiB before), for three streams: the
-#: default one, the warm-up stream and the capture stream of a CUDA graph.
-LIBRARY_WORKSPACE_BYTES = 3 * 32 * MiB
+#: A cuBLAS workspace, which torch takes from its caching allocator (so it counts in
+#: ``max_memory_allocated``): 32 MiB per stream on Hopper (4 MiB before). A trial uses the
+#: default stream, and with CUDA graphs also the trainer's one side stream (warm-up and capture).
+CUBLAS_WORKSPACE_BYTES = 32 * MiB
 #: Bytes per element of the AdamW state: ``exp_avg`` and ``exp_avg_sq``, both fp32.
 ADAMW_STATE_BYTES = 8
 #: Launch-bound heuristic of :func:`launch_bound_workers`: (below this many parameters, workers).
@@ -57,6 +58,7 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     amp_weights: int
+    best_weights: int
     activations: int
     backward_transient: int
     eval_activations: int
@@ -75,7 +77,7 @@ class MemoryEstimate:
         train = self.activations + self.backward_transient
         # A CUDA graph keeps its activations in a private pool that evaluation cannot reuse.
         working = train + self.eval_activations if self.graphs else max(train, self.eval_activations)
-        return self.states + working + self.data + self.library_workspace + self.context
+        return self.states + self.best_weights + working + self.data + self.library_workspace + self.context
 
     def as_dict(self) -> dict[str, int]:
         return {**attrs.asdict(self), "states": self.states, "total": self.total}
@@ -157,11 +159,12 @@ def trial_memory_breakdown(
         gradients=4 * P,
         optimizer=ADAMW_STATE_BYTES * P,
         amp_weights=2 * P if amp else 0,
+        best_weights=4 * P if 4 * P <= BEST_ON_HOST_BYTES else 0,
         activations=activations,
         backward_transient=backward_transient,
         eval_activations=eval_activations,
         data=data_bytes,
-        library_workspace=LIBRARY_WORKSPACE_BYTES,
+        library_workspace=(2 if graphs else 1) * CUBLAS_WORKSPACE_BYTES,
         context=CUDA_CONTEXT_BYTES if include_context else 0,
         graphs=graphs,
     )
@@ -197,8 +200,10 @@ def estimate_trial_memory(
         working     = activations + transient + eval    with CUDA graphs (``graphs``, the
                       trainer's default on CUDA: the graph's pool keeps the training activations)
                     = max(activations + transient, eval) without
-        total       = states + working + data_bytes
-                      + LIBRARY_WORKSPACE_BYTES (96 MiB: cuBLAS, 32 MiB on each of 3 streams)
+        best        = 4P, the best epoch's weights (kept on the device up to 1 GiB; before
+                      training the same room holds the capture's snapshot of the weights)
+        total       = states + best + working + data_bytes
+                      + cuBLAS workspaces (32 MiB per stream: 2 streams with graphs, else 1)
                       + CUDA_CONTEXT_BYTES (500 MiB, per process; include_context=False drops it)
 
     Gradients are counted although the eager step frees them between steps: a CUDA-graphed step

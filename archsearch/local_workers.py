@@ -3,7 +3,7 @@
 Small models leave a GPU mostly idle (SPEC.md: launch-bound), so ``run`` on CUDA starts several
 worker processes per GPU, each seeing only its own device (``CUDA_VISIBLE_DEVICES``), sharing the
 study through the storage exactly as distributed workers do. Budgets run one after another, each
-with as many workers per GPU as its largest architecture fits (``archsearch.gpu.plan_workers``).
+with as many workers per GPU as its most memory-hungry trial fits (``archsearch.gpu.plan_workers``).
 """
 
 from __future__ import annotations
@@ -42,13 +42,19 @@ def plan(config: Config, cells: list[Any], datasets: dict[int, Any]) -> list[Any
     ids = list(w.devices) if w.devices else gpu.visible_devices()
     if not ids:
         return None
-    arch = max((a for c in cells for a in c.architectures), key=lambda a: a.param_count)
-    spec = model_spec(config, datasets[cells[0].horizon])
-    trial_bytes = gpu.estimate_trial_memory(
-        arch, spec, _max_batch(config), config.training.micro_batch_size, variant=config.model.variant
+    # The most memory any trial of these cells may take: activations grow with width x depth, not
+    # with the parameter count, so every architecture is estimated (closed forms: microseconds).
+    batch, micro = _max_batch(config), config.training.micro_batch_size
+    trial_bytes = max(
+        gpu.estimate_trial_memory(
+            a, model_spec(config, datasets[c.horizon]), batch, micro, variant=config.model.variant
+        )
+        for c in cells
+        for a in c.architectures
     )
+    largest = max(a.param_count for c in cells for a in c.architectures)
     free = {i: gpu.free_memory(i) for i in ids}
-    slots = gpu.plan_workers(ids, w.per_gpu, free, trial_bytes, param_count=arch.param_count)
+    slots = gpu.plan_workers(ids, w.per_gpu, free, trial_bytes, param_count=largest)
     return slots if len(slots) > 1 else None
 
 

@@ -23,6 +23,7 @@ identical losses.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import random
@@ -318,11 +319,24 @@ class EagerStep:
         return loss
 
 
+_SIDE_STREAMS: dict[int, Any] = {}
+
+
+def _side_stream() -> Any:
+    """One side stream per device and process, for every warm-up and capture: cuBLAS keeps a
+    workspace (32 MiB on Hopper) per stream it has run on and never frees it, so a fresh stream
+    per trial would grow a worker process by that much with every trial."""
+    device = torch.cuda.current_device()
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream()
+    return _SIDE_STREAMS[device]
+
+
 @contextlib.contextmanager
 def cuda_side_stream() -> Iterator[None]:
-    """Run the block on a fresh CUDA stream that waits for, and is waited on by, the current one
+    """Run the block on the side stream, which waits for, and is waited on by, the current one
     (warm-up before capture must not run on the default stream)."""
-    stream = torch.cuda.Stream()
+    stream = _side_stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         yield
@@ -330,9 +344,11 @@ def cuda_side_stream() -> Iterator[None]:
 
 
 def cuda_graph_capture(body: Callable[[], None]) -> Callable[[], None]:
-    """Capture ``body`` as a CUDA graph (``torch.cuda.graph``) and return its ``replay``."""
+    """Capture ``body`` as a CUDA graph (``torch.cuda.graph``) on the warm-up's side stream (so
+    the library workspaces the warm-up created are the ones the graph uses) and return its
+    ``replay``."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=_side_stream()):
         body()
     return graph.replay
 
@@ -383,7 +399,8 @@ class GraphedStep:
 
     Before capture, ``warmup_iters`` steps run on the sample batch on a side stream (they create
     the optimizer state), then everything they changed is put back: weights and buffers, optimizer
-    state, learning rates, the CPU RNG, so training starts from the same state as an eager one.
+    state, learning rates, the CPU RNG, so training starts from the same weights as an eager one
+    (with dropout, not the same masks: the warm-up advanced the CUDA generator).
     The optimizer must be capturable (``AdamW(..., capturable=True)`` with the learning rate as a
     device tensor: the scheduler updates it in place). Dropout is graph-safe: the CUDA RNG's philox
     offset advances on every replay. BatchNorm running statistics update in place on replay.
@@ -518,9 +535,10 @@ def make_step(
         )
     except Exception as exc:  # noqa: BLE001 - any capture failure falls back to the eager step
         reason = f"graph capture failed: {type(exc).__name__}: {exc}"
-        log.warning("training step not graphed, running eagerly: %s", reason)
-        _free_cuda()
-        return eager(reason)
+    # Outside the except block: its traceback would keep the failed graph (and its pool) alive.
+    log.warning("training step not graphed, running eagerly: %s", reason)
+    _free_cuda()
+    return eager(reason)
 
 
 @torch.no_grad()
@@ -613,7 +631,9 @@ def train(
     n_train = data.n_windows("train")
     batch_size = min(cfg.batch_size, n_train)
     micro = min(cfg.micro_batch_size or batch_size, batch_size)
-    graphs = cfg.cuda_graphs and cuda and micro >= batch_size and SCHEDULER_FILLS_TENSOR_LR
+    graphs = (
+        cfg.cuda_graphs and cuda and micro >= batch_size and SCHEDULER_FILLS_TENSOR_LR and not cfg.compile
+    )
     optimizer = make_optimizer(params, cfg, device, capturable=graphs)
     loss_fn = loss_function(data.task_kind)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -625,6 +645,10 @@ def train(
     )
     model.train()
     sample_x, sample_y = data.batch("train", torch.arange(batch_size, device=device))
+    if cfg.compile:
+        # A worker trains many architectures in one process: without a reset each one recompiles
+        # on top of the last, until dynamo's recompile limit silently stops compiling.
+        torch._dynamo.reset()
     step_model = torch.compile(model) if cfg.compile else model
     train_step = make_step(
         step_model,
@@ -677,7 +701,7 @@ def train(
                 checked = step + 1
         losses = step_losses.cpu().numpy()
         _check_finite(torch.from_numpy(losses[checked:]), epoch, checked)
-        train_time += time.perf_counter() - epoch_start
+        train_time += time.perf_counter() - epoch_start - (compile_s if epoch == 1 else 0.0)
         train_loss = float((losses * sizes).sum() / used)
 
         val_loss, metrics = evaluate(model, data, "val", eval_batch, amp_dtype)
@@ -707,6 +731,18 @@ def train(
 
     assert best_state is not None
     model.load_state_dict(best_state)
+    del best_state
+    step_info = {
+        "micro_batch_size": train_step.micro_batch_size,
+        "oom_retries": train_step.oom_retries,
+        "step_kind": train_step.kind,
+        "eager_reason": getattr(train_step, "reason", ""),
+    }
+    if cuda:  # hand the graph's pool and this trial's blocks back to the other workers on the GPU
+        optimizer.zero_grad(set_to_none=True)
+        del train_step, optimizer, scheduler
+        gc.collect()
+        _free_cuda()
     if data.n_windows("test"):
         test_loss, test_metrics = evaluate(model, data, "test", eval_batch, amp_dtype)
     else:
@@ -726,14 +762,11 @@ def train(
         duration_s=time.perf_counter() - started,
         samples_per_s=used * len(history) / train_time if train_time > 0 else math.nan,
         device=str(device),
-        micro_batch_size=train_step.micro_batch_size,
         stopped_early=stopped_early,
         baseline_loss=data.baseline_loss,
-        oom_retries=train_step.oom_retries,
-        step_kind=train_step.kind,
-        eager_reason=getattr(train_step, "reason", ""),
         compile_s=compile_s,
         dropped_per_epoch=n_train - used,
+        **step_info,
     )
 
 
