@@ -8,6 +8,7 @@ whole numbers; strings must be strings.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from pathlib import Path
@@ -266,6 +267,8 @@ def _int(value: Any, _: type) -> int:
 
 
 def _str(value: Any, _: type) -> str:
+    if isinstance(value, dt.date):  # YAML reads an unquoted 2018-01-02 as a date
+        return value.isoformat()
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {describe_value(value)}")
     return value
@@ -391,6 +394,8 @@ def problems(config: Config) -> list[str]:
         out.append(f"tolerance: expected a fraction strictly between 0 and 1, got {config.tolerance}")
     if config.n_trials <= 0:
         out.append(f"n_trials: expected a positive number of trials per cell, got {config.n_trials}")
+    if config.training.grad_clip is not None and config.training.grad_clip <= 0:
+        out.append(f"training.grad_clip: expected a positive number or null, got {config.training.grad_clip}")
     if config.timeout_hours is not None and config.timeout_hours <= 0:
         out.append(f"timeout_hours: expected a positive number of hours or null, got {config.timeout_hours}")
     for key in config.training_search_space:

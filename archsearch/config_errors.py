@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 import attrs
@@ -58,7 +59,17 @@ def describe(exc: BaseException, path: str = "") -> list[str]:
         valid = _field_names(exc.cl)
         return [unknown_key_message(path, key, valid) for key in sorted(exc.extra_fields)]
     if isinstance(exc, KeyError):
-        return [f"{_join(path, str(exc.args[0]))}: required key is missing"]
+        key = str(exc.args[0])
+        where = path if path.rsplit(".", 1)[-1] == key else _join(path, key)  # cattrs notes name it too
+        return [f"{where}: required key is missing"]
+    text = str(exc)
+    literal = re.fullmatch(r"(.*) not in literal typing\.Literal\[(.*)\]", text, re.S)
+    if literal:
+        return [f"{path or 'top level'}: expected one of {literal[2]}, got {literal[1]!r}"]
+    count = re.fullmatch(r"(Not enough|Too many) values in (.*) to structure as tuple\[(.*)\]", text, re.S)
+    if count:
+        n = len(count[3].split(","))
+        return [f"{path or 'top level'}: expected a list of {n} values, got {count[2]}"]
     if isinstance(exc, BudgetError | ValueError | TypeError):
         return [f"{path or 'top level'}: {exc}"]
     return [f"{path or 'top level'}: {type(exc).__name__}: {exc}"]

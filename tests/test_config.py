@@ -107,7 +107,23 @@ training: {batch_size: true, dropout: 1.5}
             {"experiment": "x", "budgets": ["2M"], "model": {"patch_len": 80}},
             "model.patch_len: 80 must not exceed",
         ),
-        ({"experiment": "x", "budgets": ["2M"], "direction": "up"}, "direction:"),
+        (
+            {"experiment": "x", "budgets": ["2M"], "direction": "up"},
+            "direction: expected one of 'minimize', 'maximize', got 'up'",
+        ),
+        (
+            {"experiment": "x", "budgets": ["2M"], "pruner": {"name": "medain"}},
+            "pruner.name: expected one of 'none', 'median', 'successive_halving', 'hyperband', got 'medain'",
+        ),
+        (
+            {"experiment": "x", "budgets": ["2M"], "split": {"fractions": [0.8, 0.2]}},
+            "split.fractions: expected a list of 3 values, got [0.8, 0.2]",
+        ),
+        ({"budgets": ["2M"]}, "experiment: required key is missing"),
+        (
+            {"experiment": "x", "budgets": ["2M"], "training": {"grad_clip": 0}},
+            "training.grad_clip: expected a positive number or null, got 0",
+        ),
         ({"experiment": 3, "budgets": ["2M"]}, "experiment: expected a string, got 3"),
         (
             {"experiment": "x", "budgets": ["2M"], "n_trials": 2.5},
@@ -123,6 +139,14 @@ training: {batch_size: true, dropout: 1.5}
 )
 def test_bad_values_name_their_path(raw, message):
     assert any(p.startswith(message) for p in problems_of(raw)), problems_of(raw)
+
+
+def test_unquoted_yaml_dates_are_dates():
+    raw = yaml.safe_load(
+        "experiment: d\nbudgets: [2M]\nsplit: {method: dates, val_start: 2016-01-04, test_start: 2018-01-02}"
+    )
+    split = structure(raw).split
+    assert (split.val_start, split.test_start) == ("2016-01-04", "2018-01-02")
 
 
 def test_missing_and_invalid_files(tmp_path):
