@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -128,8 +129,9 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
     )
     for p in (run, plan, status, export, worker):
         p.add_argument("config", help="the experiment's YAML file")
-        p.add_argument("--budget", action="append", help="only this budget (repeatable), e.g. 2M")
-        p.add_argument("--horizon", action="append", type=int, help="only this horizon (repeatable)")
+        if p is not export:  # export rebuilds the experiment's files whole
+            p.add_argument("--budget", action="append", help="only this budget (repeatable), e.g. 2M")
+            p.add_argument("--horizon", action="append", type=int, help="only this horizon (repeatable)")
         p.add_argument("--n-trials", type=int, help="trials per cell")
         p.add_argument("--output", help="output directory")
         p.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
@@ -155,8 +157,8 @@ def _config(args: argparse.Namespace):  # -> Config
     config = load_config(args.config)
     config = apply_overrides(
         config,
-        budgets=args.budget,
-        horizons=args.horizon,
+        budgets=getattr(args, "budget", None),
+        horizons=getattr(args, "horizon", None),
         n_trials=args.n_trials,
         output=args.output,
         device=args.device,
@@ -401,10 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a reader that has gone is caught below
+        return code
     except ArchsearchError as exc:
         print(f"archsearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("archsearch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `archsearch plan CONFIG | head`: the reader has gone, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

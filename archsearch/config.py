@@ -207,6 +207,8 @@ class Config:
     plugins: tuple[str, ...] = ()
     #: Where the config came from (a file name); not a key of the file.
     source: str = attrs.field(default="<config>", eq=False, init=False)
+    #: The horizons the config file lists, before a ``--horizon`` slice (file names depend on them).
+    file_horizons: tuple[int, ...] = attrs.field(default=(), eq=False, init=False)
 
     @property
     def output_path(self) -> Path:
@@ -460,6 +462,7 @@ def structure(raw: Any, source: str = "<config>") -> Config:
     if found:
         raise ConfigError(source, found)
     object.__setattr__(config, "source", source)
+    object.__setattr__(config, "file_horizons", tuple(config.horizons))
     return config
 
 
@@ -479,6 +482,7 @@ def to_dict(config: Config) -> dict[str, Any]:
     """The config as plain data (round-trips through :func:`structure`)."""
     out = CONVERTER.unstructure(config)
     out.pop("source", None)
+    out.pop("file_horizons", None)
     return out
 
 
@@ -505,4 +509,6 @@ def apply_overrides(
         raw["training"]["device"] = device
     if storage is not None:
         raw["storage"] = storage
-    return structure(raw, f"{config.source} (with command-line overrides)")
+    sliced = structure(raw, f"{config.source} (with command-line overrides)")
+    object.__setattr__(sliced, "file_horizons", config.file_horizons)
+    return sliced

@@ -58,7 +58,7 @@ def plan(config: Config, cells: list[Any], datasets: dict[int, Any]) -> list[Any
     return slots if len(slots) > 1 else None
 
 
-def _worker(slot: Any, raw: dict[str, Any], source: str) -> None:
+def _worker(slot: Any, raw: dict[str, Any], source: str, file_horizons: tuple[int, ...] = ()) -> None:
     """One worker process: the engine on the given config, log lines tagged with the slot."""
     from archsearch.engine import Engine
 
@@ -70,6 +70,8 @@ def _worker(slot: Any, raw: dict[str, Any], source: str) -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     config = structure(raw, source)
+    if file_horizons:
+        object.__setattr__(config, "file_horizons", file_horizons)
     Engine(config, worker=slot.index).run()
 
 
@@ -88,7 +90,7 @@ def run_budget(config: Config, budget: int | None, slots: list[Any]) -> None:
     devices = sorted({s.device_id for s in slots})
     where = "CPU" if devices == [-1] else f"GPU {', '.join(map(str, devices))}"
     log.info("%d worker processes on %s", len(slots), where)
-    outcomes = gpu.run_workers(slots, _worker, (raw, config.source))
+    outcomes = gpu.run_workers(slots, _worker, (raw, config.source, config.file_horizons))
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise ArchsearchError(

@@ -79,9 +79,16 @@ def _summary(config: Config, study: optuna.Study) -> CellSummary:
 
 
 def status_rows(config: Config) -> list[dict[str, Any]]:
+    """One row per cell study of the experiment in the storage; with budgets in the config, only
+    its budgets and horizons (a ``--budget``/``--horizon`` slice shows its cells)."""
     storage = make_storage(config)
     rows = []
     for study in experiment_studies(config, storage):
+        cell = study.user_attrs[CELL_ATTR]
+        if config.budgets and (
+            cell["budget"] not in config.budgets or cell["horizon"] not in config.horizons
+        ):
+            continue
         s = _summary(config, study)
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         best = s.best or {}

@@ -132,7 +132,8 @@ class JsonSink:
 
     def __init__(self, output_dir: Path, config: Any = None) -> None:
         self.output_dir = Path(output_dir)
-        self.per_horizon = config is not None and len(config.horizons) > 1
+        # The file's horizons, not a --horizon slice's: a slice writes the full run's files.
+        self.per_horizon = config is not None and len(config.file_horizons or config.horizons) > 1
 
     def path_for(self, cell: CellSummary) -> Path:
         from archsearch.budget import format_budget

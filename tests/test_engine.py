@@ -450,3 +450,27 @@ def test_example_sampler_package_runs_by_name(tmp_path):
     out = run_cli("run", str(path), "--no-progress", env=env)
     assert out.returncode == 0, out.stderr
     assert len(read_csv(tmp_path / "out" / "experiment_results.csv")) == 8
+
+
+def test_a_horizon_slice_writes_the_full_runs_files_and_status_shows_the_slice(tmp_path):
+    path = write_config(tmp_path, horizons=[2, 4], n_trials=2)
+    out = run_cli("run", str(path), "--no-progress", "--horizon", "2")
+    assert out.returncode == 0, out.stderr
+    files = {p.name for p in (tmp_path / "out").glob("*_best.json")}
+    assert files == {"tiny_8K_h2_best.json"}, "the config has two horizons: per-horizon names"
+    shown = run_cli("status", str(path), "--horizon", "4")
+    assert shown.returncode == 0 and "tiny_8K_h2" not in shown.stdout
+    assert "tiny_8K_h2" in run_cli("status", str(path)).stdout
+
+
+def test_output_piped_into_a_closed_reader_ends_quietly(tmp_path):
+    path = write_config(tmp_path)
+    done = subprocess.run(
+        f"{sys.executable} -m archsearch plugins --format json | true",  # the reader is gone at once
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+    assert path.exists()
