@@ -31,6 +31,7 @@ from archsearch.tasks import TaskConfig
 Budget = NewType("Budget", int)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 #: The default storage: a SQLite file of this name in the output directory.
 DB_NAME = "archsearch.db"
 
@@ -396,6 +397,10 @@ def problems(config: Config) -> list[str]:
         out.append(f"tolerance: expected a fraction strictly between 0 and 1, got {config.tolerance}")
     if config.n_trials <= 0:
         out.append(f"n_trials: expected a positive number of trials per cell, got {config.n_trials}")
+    if not DEVICE_PATTERN.fullmatch(config.training.device):
+        out.append(
+            f"training.device: expected auto, cpu, cuda, cuda:N or mps, got {config.training.device!r}"
+        )
     if config.training.grad_clip is not None and config.training.grad_clip <= 0:
         out.append(f"training.grad_clip: expected a positive number or null, got {config.training.grad_clip}")
     if config.timeout_hours is not None and config.timeout_hours <= 0:
@@ -496,6 +501,8 @@ def apply_overrides(
     storage: str | None = None,
 ) -> Config:
     """The CLI's overrides (``--budget``, ``--horizon``, ``--n-trials``, ``--output``, ``--device``)."""
+    if not budgets and not horizons and all(v is None for v in (n_trials, output, device, storage)):
+        return config
     raw = to_dict(config)
     if budgets:
         raw["budgets"] = list(budgets)

@@ -36,7 +36,7 @@ from archsearch.coordination import (
     retrying,
 )
 from archsearch.encodings import Encoding, make_encoding
-from archsearch.errors import ArchsearchError, TrialFailed
+from archsearch.errors import ArchsearchError, ConfigError, TrialFailed
 from archsearch.plugin_manager import Plugins, get_plugin_manager
 from archsearch.records import CellSummary, trial_record
 from archsearch.registry import Sink
@@ -470,6 +470,23 @@ def sampler_seed(seed: int | None, worker: int = 0, trials_before: int = 0) -> i
     return int(np.random.SeedSequence([seed % (1 << 64), worker, trials_before]).generate_state(1)[0])
 
 
+def check_plugin_names(config: Config, plugins: Plugins) -> None:
+    """The config's plugin names against what is registered, before anything runs: one
+    :class:`ConfigError` naming the file and every key with an unknown name."""
+    wanted = [
+        ("model.variant", "estimator", "variant", config.model.variant),
+        ("sampler.name", "sampler", "sampler", config.sampler.name),
+        ("architecture.generator", "generator", "generator", config.architecture.generator),
+    ] + [(f"sinks[{i}]", "sink", "sink", name) for i, name in enumerate(config.sinks)]
+    found = []
+    for key, kind, label, name in wanted:
+        names = plugins.names(kind)
+        if name not in names:
+            found.append(f"{key}: unknown {label} {name!r}; available: {', '.join(names) or 'none'}")
+    if found:
+        raise ConfigError(config.source, found)
+
+
 class Engine:
     """Runs a config's matrix of cells; the CLI's ``run`` and ``worker`` commands use it."""
 
@@ -487,6 +504,7 @@ class Engine:
         self.train_fn = train_fn
         self.build_fn = build_fn
         self.plugins = plugins or get_plugin_manager(config.plugins)
+        check_plugin_names(config, self.plugins)
         self.progress = progress
         self.output_dir = config.output_path
         self._frame: Any = None

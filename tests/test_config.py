@@ -121,6 +121,10 @@ training: {batch_size: true, dropout: 1.5}
         ),
         ({"budgets": ["2M"]}, "experiment: required key is missing"),
         (
+            {"experiment": "x", "budgets": ["2M"], "training": {"device": "tpu"}},
+            "training.device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'",
+        ),
+        (
             {"experiment": "x", "budgets": ["2M"], "training": {"grad_clip": 0}},
             "training.grad_clip: expected a positive number or null, got 0",
         ),

@@ -346,11 +346,21 @@ def test_old_csv_is_migrated_in_place(tmp_path):
     assert len(rows) == 4 and rows[2]["d_model"] != ""
 
 
-def test_unknown_sampler_lists_the_available(tmp_path):
-    path = write_config(tmp_path, sampler={"name": "annealing"})
-    out = run_cli("run", str(path), "--no-progress")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "unknown sampler 'annealing'; available samplers: cmaes, gp, qmc, random, skopt, tpe" in out.stderr
+def test_unknown_plugin_names_are_config_errors_with_their_keys(tmp_path):
+    path = write_config(
+        tmp_path, sampler={"name": "annealing"}, model={"variant": "lstm"}, sinks=["csv", "jsonn"]
+    )
+    for command in ("run", "plan"):
+        out = run_cli(command, str(path))
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert f"{path}: 3 problems in the configuration" in out.stderr
+        assert (
+            "sampler.name: unknown sampler 'annealing'; available: cmaes, gp, qmc, random, skopt, tpe"
+            in out.stderr
+        )
+        assert "model.variant: unknown variant 'lstm'; available: patchtst, patchtst-ci" in out.stderr
+        assert "sinks[1]: unknown sink 'jsonn'; available: csv, json" in out.stderr
+    assert not (tmp_path / "out").exists(), "nothing is started before the names are checked"
 
 
 @pytest.mark.parametrize(
