@@ -70,6 +70,9 @@ def describe(exc: BaseException, path: str = "") -> list[str]:
     if count:
         n = len(count[3].split(","))
         return [f"{path or 'top level'}: expected a list of {n} values, got {count[2]}"]
+    named = re.fullmatch(r"([a-z][a-z_]*) ((?:must|lists) .*)", text, re.S)
+    if named and path and isinstance(exc, ValueError):  # a validator naming its own field
+        return [f"{_join(path, named[1])}: {named[2]}"]
     if isinstance(exc, BudgetError | ValueError | TypeError):
         return [f"{path or 'top level'}: {exc}"]
     return [f"{path or 'top level'}: {type(exc).__name__}: {exc}"]

@@ -121,6 +121,10 @@ training: {batch_size: true, dropout: 1.5}
         ),
         ({"budgets": ["2M"]}, "experiment: required key is missing"),
         (
+            {"experiment": "x", "budgets": ["2M"], "data": {"zscore_window": 1}},
+            "data.zscore_window: must be at least 2, got 1",
+        ),
+        (
             {"experiment": "x", "budgets": ["2M"], "training": {"device": "tpu"}},
             "training.device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'",
         ),
