@@ -135,10 +135,13 @@ def summarize(config_path: Path, wall_s: float, rc: int) -> dict[str, Any]:
     config = load_config(config_path)
     storage = make_storage(config)
     (cell,) = Engine(config).cells()
-    study = optuna.load_study(study_name=cell.study_name, storage=storage)
+    try:
+        trials = optuna.load_study(study_name=cell.study_name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # the run failed before it created the study: its log says why
+        trials = []
     done = [
         t
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
         if t.state == optuna.trial.TrialState.COMPLETE and t.datetime_start and t.datetime_complete
     ]
     spans = [(t.datetime_start.timestamp(), t.datetime_complete.timestamp()) for t in done]
