@@ -444,8 +444,9 @@ def _top_key(problem: str) -> str:
     return problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
 
 
-def structure(raw: Any, source: str = "<config>") -> Config:
-    """Build a :class:`Config` from parsed YAML, or raise :class:`ConfigError` with every problem."""
+def structure(raw: Any, source: str = "<config>", file_horizons: tuple[int, ...] = ()) -> Config:
+    """Build a :class:`Config` from parsed YAML, or raise :class:`ConfigError` with every problem.
+    ``file_horizons``: the config file's horizons when ``raw`` is a slice of it (default: its own)."""
     if not isinstance(raw, dict):
         raise ConfigError(source, [f"top level: expected a mapping of keys, got {describe_value(raw)}"])
     try:
@@ -467,7 +468,7 @@ def structure(raw: Any, source: str = "<config>") -> Config:
     if found:
         raise ConfigError(source, found)
     object.__setattr__(config, "source", source)
-    object.__setattr__(config, "file_horizons", tuple(config.horizons))
+    object.__setattr__(config, "file_horizons", tuple(file_horizons) or tuple(config.horizons))
     return config
 
 
@@ -516,6 +517,4 @@ def apply_overrides(
         raw["training"]["device"] = device
     if storage is not None:
         raw["storage"] = storage
-    sliced = structure(raw, f"{config.source} (with command-line overrides)")
-    object.__setattr__(sliced, "file_horizons", config.file_horizons)
-    return sliced
+    return structure(raw, f"{config.source} (with command-line overrides)", config.file_horizons)

@@ -92,6 +92,13 @@ def count_finished(study: optuna.Study) -> int:
     return c[TrialState.COMPLETE] + c[TrialState.PRUNED]
 
 
+def mark_failed(storage: Any, trial_id: int, key: str, value: Any, what: str) -> None:
+    """Set a user attribute that says why (``fail_reason``, ``surplus``), then fail the trial;
+    raises ``UpdateFinishedTrialError`` when it has finished meanwhile."""
+    retrying(lambda: storage.set_trial_user_attr(trial_id, key, value), what)
+    retrying(lambda: storage.set_trial_state_values(trial_id, state=TrialState.FAIL), what)
+
+
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue ``trial``'s parameters again, marked ``retry_of`` (the first trial of the chain).
 
@@ -120,12 +127,7 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool
         return False  # another worker is retrying it
     retrying(lambda: requeue(study, trial), "queueing a retry")
     try:
-        retrying(
-            lambda: storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason), "failing a trial"
-        )
-        retrying(
-            lambda: storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL), "failing a trial"
-        )
+        mark_failed(storage, trial._trial_id, "fail_reason", reason, "failing a trial")
     except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
         _withdraw_retry(study, trial)  # it finished after all
         return False
@@ -139,8 +141,7 @@ def _withdraw_retry(study: optuna.Study, trial: FrozenTrial) -> None:
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if waiting.user_attrs.get("retry_of") == chain:
             try:
-                storage.set_trial_user_attr(waiting._trial_id, "surplus", True)
-                storage.set_trial_state_values(waiting._trial_id, state=TrialState.FAIL)
+                mark_failed(storage, waiting._trial_id, "surplus", True, "withdrawing a retry")
             except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
                 pass  # already claimed: it runs once more, counted like any trial
 
@@ -276,13 +277,7 @@ class Coordinator:
                 "giving back a claim",
             )
         try:
-            retrying(
-                lambda: storage.set_trial_user_attr(trial._trial_id, "surplus", True), "giving back a claim"
-            )
-            retrying(
-                lambda: storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL),
-                "giving back a claim",
-            )
+            mark_failed(storage, trial._trial_id, "surplus", True, "giving back a claim")
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # already failed (by a watcher that missed its heartbeat): it is given back either way
         time.sleep(random.uniform(0.05, 0.3))  # two workers that collided do not collide again

@@ -96,20 +96,8 @@ class PreparedData:
         return self.labels["train"]
 
     @property
-    def x_val(self) -> torch.Tensor:
-        return self.batch("val")[0]
-
-    @property
     def y_val(self) -> torch.Tensor:
         return self.labels["val"]
-
-    @property
-    def x_test(self) -> torch.Tensor:
-        return self.batch("test")[0]
-
-    @property
-    def y_test(self) -> torch.Tensor:
-        return self.labels["test"]
 
     def model_spec(self, **options: Any) -> ModelSpec:
         """A :class:`ModelSpec` with this data's shape and head; ``options`` set the rest

@@ -276,7 +276,7 @@ def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: 
         while time.monotonic() - progress < COVERAGE_STALL_S:
             if study.user_attrs.get("coverage_enqueued"):
                 return 0
-            n = len(study.get_trials(deepcopy=False))
+            n = study._storage.get_n_trials(study._study_id)
             if n != seen:
                 seen, progress = n, time.monotonic()
             time.sleep(0.2)
@@ -537,7 +537,7 @@ class Engine:
         study = optuna.create_study(
             study_name=cell.study_name,
             storage=storage,
-            sampler=self.sampler(),
+            sampler=optuna.samplers.RandomSampler(),  # a stand-in: the real one needs the trial count
             pruner=make_pruner(self.config),
             direction=self.config.direction,
             load_if_exists=True,
@@ -548,9 +548,7 @@ class Engine:
                 f"direction: {self.config.direction}"
             )
         check_unchanged(study, search_space_fingerprint(self.config, cell, encoding))
-        trials_before = len(study.get_trials(deepcopy=False))
-        if self.config.sampler.seed is not None and (self.worker or trials_before):
-            study.sampler = self.sampler(trials_before)
+        study.sampler = self.sampler(trials_before=storage.get_n_trials(study._study_id))
         if CELL_ATTR not in study.user_attrs:
             study.set_user_attr(
                 CELL_ATTR,

@@ -114,7 +114,7 @@ def trial_memory_breakdown(
     include_context: bool = True,
     graphs: bool = True,
 ) -> MemoryEstimate:
-    """The parts of :func:`estimate_trial_memory` (same arguments)."""
+    """The parts of :func:`estimate_trial_memory`; its keyword options are these arguments."""
     if batch_size < 1 or (micro_batch_size is not None and micro_batch_size < 1):
         raise ValueError(f"batch sizes must be positive, got {batch_size} and {micro_batch_size}")
     P = arch.param_count or _param_count(arch, spec, variant)
@@ -175,12 +175,7 @@ def estimate_trial_memory(
     spec: ModelSpec,
     batch_size: int,
     micro_batch_size: int | None = None,
-    amp: bool = True,
-    variant: str = "patchtst",
-    eval_batch_size: int | None = None,
-    data_bytes: int = 0,
-    include_context: bool = True,
-    graphs: bool = True,
+    **options: Any,
 ) -> int:
     """Peak device bytes of one trial of :func:`archsearch.trainer.train` (an upper-side estimate).
 
@@ -209,20 +204,11 @@ def estimate_trial_memory(
     Gradients are counted although the eager step frees them between steps: a CUDA-graphed step
     keeps them. ``micro_batch_size`` shrinks the activations, not the states. The context term is
     what ``torch.cuda.max_memory_allocated`` does not show, nor does it show the graph pool's
-    freed blocks: compare it with ``include_context=False, graphs=False``.
+    freed blocks: compare it with ``include_context=False, graphs=False``. The keyword
+    ``options`` (``amp``, ``variant``, ``eval_batch_size``, ``data_bytes``, ``include_context``,
+    ``graphs``) are :func:`trial_memory_breakdown`'s.
     """
-    return trial_memory_breakdown(
-        arch,
-        spec,
-        batch_size,
-        micro_batch_size,
-        amp,
-        variant,
-        eval_batch_size,
-        data_bytes,
-        include_context,
-        graphs,
-    ).total
+    return trial_memory_breakdown(arch, spec, batch_size, micro_batch_size, **options).total
 
 
 def measured_peak_memory(device: torch.device | str) -> int | None:

@@ -69,9 +69,7 @@ def _worker(slot: Any, raw: dict[str, Any], source: str, file_horizons: tuple[in
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    config = structure(raw, source)
-    if file_horizons:
-        object.__setattr__(config, "file_horizons", file_horizons)
+    config = structure(raw, source, file_horizons)
     Engine(config, worker=slot.index).run()
 
 

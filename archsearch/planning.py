@@ -9,7 +9,6 @@ from statistics import fmean
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from archsearch.config import Config
 from archsearch.engine import CELL_ATTR, Engine, make_storage, model_spec
@@ -59,13 +58,26 @@ def plan_rows(config: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def experiment_studies(config: Config, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
+def experiment_studies(
+    config: Config, storage: optuna.storages.BaseStorage, sliced: bool = False
+) -> list[optuna.Study]:
     """The experiment's cell studies in the storage (not the coverage markers), by budget and
-    horizon."""
+    horizon; ``sliced``: only the config's budgets and horizons (a ``--budget``/``--horizon``
+    slice), when it lists budgets."""
+
+    def wanted(cell: dict[str, Any]) -> bool:
+        return (
+            not sliced
+            or not config.budgets
+            or (cell["budget"] in config.budgets and cell["horizon"] in config.horizons)
+        )
+
     found = [
         s
         for s in storage.get_all_studies()
-        if s.study_name.startswith(f"{config.experiment}_") and CELL_ATTR in s.user_attrs
+        if s.study_name.startswith(f"{config.experiment}_")
+        and CELL_ATTR in s.user_attrs
+        and wanted(s.user_attrs[CELL_ATTR])
     ]
     found.sort(
         key=lambda s: (s.user_attrs[CELL_ATTR]["budget"], s.user_attrs[CELL_ATTR]["horizon"], s.study_name)
@@ -83,14 +95,8 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
     its budgets and horizons (a ``--budget``/``--horizon`` slice shows its cells)."""
     storage = make_storage(config)
     rows = []
-    for study in experiment_studies(config, storage):
-        cell = study.user_attrs[CELL_ATTR]
-        if config.budgets and (
-            cell["budget"] not in config.budgets or cell["horizon"] not in config.horizons
-        ):
-            continue
+    for study in experiment_studies(config, storage, sliced=True):
         s = _summary(config, study)
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         best = s.best or {}
         rows.append(
             {
@@ -99,7 +105,7 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
                 "pruned": s.n_pruned,
                 "failed": s.n_failed,
                 "running": s.n_running,
-                "waiting": waiting,
+                "waiting": s.n_waiting,
                 "best_value": best.get("val_loss"),
                 "best_trial": best.get("trial"),
                 "best_arch": f"d{best.get('d_model')} L{best.get('n_layers')} ({best.get('param_count', 0):,})"

@@ -23,6 +23,7 @@ identical losses.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -319,17 +320,16 @@ class EagerStep:
         return loss
 
 
-_SIDE_STREAMS: dict[int, Any] = {}
+@functools.cache
+def _device_side_stream(device: int) -> Any:
+    return torch.cuda.Stream(device)
 
 
 def _side_stream() -> Any:
     """One side stream per device and process, for every warm-up and capture: cuBLAS keeps a
     workspace (32 MiB on Hopper) per stream it has run on and never frees it, so a fresh stream
     per trial would grow a worker process by that much with every trial."""
-    device = torch.cuda.current_device()
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream()
-    return _SIDE_STREAMS[device]
+    return _device_side_stream(torch.cuda.current_device())
 
 
 @contextlib.contextmanager
@@ -631,9 +631,8 @@ def train(
     n_train = data.n_windows("train")
     batch_size = min(cfg.batch_size, n_train)
     micro = min(cfg.micro_batch_size or batch_size, batch_size)
-    graphs = (
-        cfg.cuda_graphs and cuda and micro >= batch_size and SCHEDULER_FILLS_TENSOR_LR and not cfg.compile
-    )
+    want_graphs = cfg.cuda_graphs and not cfg.compile and SCHEDULER_FILLS_TENSOR_LR
+    graphs = want_graphs and cuda and micro >= batch_size  # what a capture can take
     optimizer = make_optimizer(params, cfg, device, capturable=graphs)
     loss_fn = loss_function(data.task_kind)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -656,7 +655,7 @@ def train(
         loss_fn,
         sample_x,
         sample_y,
-        cfg.cuda_graphs and not cfg.compile and SCHEDULER_FILLS_TENSOR_LR,
+        want_graphs,
         cfg.grad_clip,
         micro,
         amp_dtype,
