@@ -1,30 +1,50 @@
-"""archsearch: the best transformer architecture at each parameter budget."""
+"""archsearch: the best transformer architecture at each parameter budget.
 
+The public face. The code is organised by concept (see docs/architecture.md): ``config/``,
+``plugin/``, ``space/``, ``data/``, ``training/``, ``search/``, ``report/``, with
+:mod:`archsearch.records` the one owner of what is stored on studies and trials,
+:mod:`archsearch.storage` and :mod:`archsearch.outputs` for where results live.
+"""
+
+from archsearch._lazy import lazy_exports
 from archsearch.architecture import Architecture, ArchSpace, ModelSpec
 from archsearch.budget import format_budget, parse_budget
-from archsearch.budget_grid import (
+from archsearch.errors import ArchsearchError
+from archsearch.plugin.spec import hookimpl
+from archsearch.space.grid import (
     ARCH_SEARCH_SPACE,
     estimate_param_count,
     filter_by_budget,
     generate_architecture_grid,
     get_architectures_for_budget,
 )
-from archsearch.errors import ArchsearchError
-from archsearch.hookspecs import hookimpl
 
 __version__ = "0.1.0"
+
+#: Heavier names, imported on first use (optuna, torch, pandas, matplotlib).
+_LAZY = {
+    "Engine": "archsearch.search.engine",
+    "build_report": "archsearch.report",
+    "get_plugin_manager": "archsearch.plugin.manager",
+    "load_config": "archsearch.config",
+}
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "ARCH_SEARCH_SPACE",
     "ArchSpace",
     "Architecture",
     "ArchsearchError",
+    "Engine",
     "ModelSpec",
+    "build_report",
     "estimate_param_count",
     "filter_by_budget",
     "format_budget",
     "generate_architecture_grid",
     "get_architectures_for_budget",
+    "get_plugin_manager",
     "hookimpl",
+    "load_config",
     "parse_budget",
 ]

@@ -31,7 +31,7 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
 def cmd_grid(args: argparse.Namespace) -> int:
     from archsearch.architecture import ModelSpec
     from archsearch.budget import format_budget, parse_budget
-    from archsearch.budget_grid import extreme_labels, get_architectures_for_budget
+    from archsearch.space.grid import extreme_labels, get_architectures_for_budget
 
     try:
         spec = ModelSpec(
@@ -92,7 +92,7 @@ def _add_plugins(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from archsearch.plugin_manager import get_plugin_manager
+    from archsearch.plugin.manager import get_plugin_manager
 
     infos = get_plugin_manager(args.plugin).info()
     if args.format == "json":
@@ -193,8 +193,8 @@ def _setup_logging(bars: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from archsearch.engine import Engine
-    from archsearch.progress import Progress, wants_bars
+    from archsearch.search.engine import Engine
+    from archsearch.search.progress import Progress, wants_bars
 
     config = args.loaded_config if "loaded_config" in args else _config(args)
     bars = wants_bars(args.no_progress)
@@ -213,8 +213,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
     import zlib
 
-    from archsearch.coordination import WORKER
-    from archsearch.engine import redact
+    from archsearch.search.coordination import WORKER
+    from archsearch.storage import redact
 
     config = _config(args)
     _setup_logging(False)
@@ -257,13 +257,13 @@ def summary_text(result, config) -> str:
 
 
 def _redacted(url: str) -> str:
-    from archsearch.engine import redact
+    from archsearch.storage import redact
 
     return redact(url)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from archsearch.planning import plan_rows
+    from archsearch.search.overview import plan_rows
 
     config = _config(args)
     rows = plan_rows(config)
@@ -283,7 +283,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from archsearch.planning import status_rows
+    from archsearch.search.overview import status_rows
 
     config = _config(args)
     rows = status_rows(config)
@@ -302,7 +302,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from archsearch.planning import export
+    from archsearch.search.overview import export
 
     config = _config(args)
     paths = export(config)

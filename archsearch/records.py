@@ -1,12 +1,19 @@
-"""Trial records and cell summaries, derived from Optuna's storage (the source of truth).
+"""What archsearch stores on studies and trials, and how it is read back: the one owner.
 
-The engine, the sinks and ``archsearch export`` all build rows with these functions, so a CSV
-rebuilt from the storage is the same as one written trial by trial.
+Optuna's storage is the source of truth. On a cell's study archsearch keeps its cell
+(``CELL_ATTR``), the search's fingerprint (``STUDY_ATTR``) and how many coverage trials were
+queued; on a trial, what it is (``setup``: experiment, cell, architecture, training values, the
+worker) and what it gave (``result``), plus coordination marks (``coverage``, ``retry_of``,
+``fail_reason``, ``surplus``, ``heartbeat``). Everything else reads them through the functions
+here. The engine, the sinks and ``archsearch export`` all build rows with :func:`trial_record`, so
+a CSV rebuilt from the storage is the same as one written trial by trial.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -16,6 +23,120 @@ from archsearch.budget import format_budget
 if TYPE_CHECKING:  # optuna is imported where it is used: listing plugins stays fast
     import optuna
     from optuna.trial import FrozenTrial
+
+# -- on a study --------------------------------------------------------------------------------
+#: The search's fingerprint (architecture list, search space, encoding, variant).
+STUDY_ATTR = "archsearch"
+#: ``{"experiment", "budget", "horizon"}``: marks a study as one of an experiment's cells.
+CELL_ATTR = "archsearch_cell"
+#: How many coverage trials were queued (set once they all are).
+COVERAGE_QUEUED = "coverage_enqueued"
+# -- on a trial ---------------------------------------------------------------------------------
+SETUP, RESULT = "setup", "result"
+COVERAGE, RETRY_OF, FAIL_REASON = "coverage", "retry_of", "fail_reason"
+#: A claim given back (coordination), never a real trial: records and counts skip it.
+SURPLUS = "surplus"
+#: The running trial's heartbeat counter, advanced by its worker.
+HEARTBEAT = "heartbeat"
+
+
+def mark_cell(study: optuna.Study, experiment: str, budget: int, horizon: int) -> None:
+    """Mark ``study`` as the experiment's (budget, horizon) cell, once."""
+    if CELL_ATTR not in study.user_attrs:
+        study.set_user_attr(CELL_ATTR, {"experiment": experiment, "budget": budget, "horizon": horizon})
+
+
+def cell_of(study: Any) -> dict[str, Any] | None:
+    """The cell a study (or a ``FrozenStudy``) was marked with, or None for any other study."""
+    return study.user_attrs.get(CELL_ATTR)
+
+
+def fingerprint_of(study: optuna.Study) -> dict[str, Any] | None:
+    """The search a study was created for (:func:`archsearch.search.study.check_unchanged`)."""
+    return study.user_attrs.get(STUDY_ATTR)
+
+
+def write_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
+    study.set_user_attr(STUDY_ATTR, fingerprint)
+
+
+def coverage_queued(study: optuna.Study) -> int:
+    """How many coverage trials were queued on the study (0: not yet, or not all)."""
+    return study.user_attrs.get(COVERAGE_QUEUED, 0)
+
+
+def write_coverage_queued(study: optuna.Study, n: int) -> None:
+    study.set_user_attr(COVERAGE_QUEUED, n)
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(SURPLUS))
+
+
+def is_recorded(trial: FrozenTrial) -> bool:
+    """A finished trial that has a row (surplus claims have none)."""
+    return trial.state.is_finished() and not is_surplus(trial)
+
+
+def trial_setup(trial: FrozenTrial) -> dict[str, Any]:
+    return trial.user_attrs.get(SETUP, {})
+
+
+def trial_worker(trial: FrozenTrial) -> str:
+    """The ``host:pid`` of the worker that ran (or runs) the trial; '' before its setup."""
+    return trial_setup(trial).get("worker", "")
+
+
+def write_setup(
+    trial: optuna.Trial,
+    cell: Mapping[str, Any],
+    architecture: Mapping[str, Any],
+    training: Mapping[str, Any],
+    data: Any,
+    worker: str,
+    pid_namespace: int | None,
+) -> None:
+    """What a trial is, written once it has sampled (one write: a transaction on an RDB):
+    ``cell`` is its experiment, budget and horizon; ``data`` the prepared data it trains on."""
+    trial.set_user_attr(
+        SETUP,
+        {
+            **cell,
+            **architecture,
+            "training": dict(training),
+            "baseline_loss": data.baseline_loss,
+            "split": data.split_info,
+            "worker": worker,
+            "pid_namespace": pid_namespace,
+        },
+    )
+
+
+def write_result(trial: optuna.Trial, result: Any) -> None:
+    """What a trial gave (a :class:`~archsearch.training.settings.TrainResult`), in one write."""
+    trial.set_user_attr(
+        RESULT,
+        {
+            "train_loss": result.train_loss,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "val_metrics": _finite(result.val_metrics),
+            "test_loss": result.test_loss,
+            "device": str(result.device),
+            "samples_per_s": round(result.samples_per_s, 1),
+            "compile_s": round(getattr(result, "compile_s", 0.0), 2),
+            "step_kind": getattr(result, "step_kind", ""),
+        },
+    )
+
+
+def write_fail_reason(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr(FAIL_REASON, reason)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+
 
 #: The per-trial columns, in this order (SPEC.md); extra columns follow them.
 COLUMNS = (
@@ -79,7 +200,7 @@ def trial_attrs(trial: FrozenTrial) -> dict[str, Any]:
     """What the engine stored on a trial: its ``setup`` and ``result`` dicts and the other user
     attributes (``coverage``, ``retry_of``, ``fail_reason``), merged into one mapping."""
     u = dict(trial.user_attrs)
-    return {**u.pop("setup", {}), **u.pop("result", {}), **u}
+    return {**u.pop(SETUP, {}), **u.pop(RESULT, {}), **u}
 
 
 def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
@@ -149,7 +270,7 @@ class CellSummary:
     def add(self, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
 
-        if trial.user_attrs.get("surplus"):
+        if is_surplus(trial):
             return  # a claim given back (coordination.Coordinator.release), never a real trial
         if trial.state == TrialState.COMPLETE:
             self.n_complete += 1

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from archsearch.plugins.sinks import CSV_NAME
+from archsearch.outputs import CSV_NAME
 
 CELL: dict[str, Any] = {
     "experiment": "gpu-2m",
@@ -129,8 +129,9 @@ def summarize(config_path: Path, wall_s: float, rc: int) -> dict[str, Any]:
     import optuna
 
     from archsearch.config import load_config
-    from archsearch.engine import Engine, make_storage
     from archsearch.records import trial_attrs
+    from archsearch.search.engine import Engine
+    from archsearch.storage import make_storage
 
     config = load_config(config_path)
     storage = make_storage(config)

@@ -16,7 +16,7 @@ in the same run:
 - ``workers``: K concurrent processes of the graphed trainer on the one GPU (``spawn``, released
   together by a barrier, each training a fixed number of steps under a time cap); samples/s is the
   sum over the workers (``aggregate`` in the JSON: all samples over the slowest worker's time).
-  K is what :func:`archsearch.gpu.plan_workers` picks ("auto"), and also 8 for models under 5M
+  K is what :func:`archsearch.search.workers.plan_workers` picks ("auto"), and also 8 for models under 5M
   parameters (``--quick``: the 1.6M model at batch 256 only).
 
 Every measurement runs ``warmup`` untimed steps, then at most ``steps`` timed steps and stops early
@@ -24,7 +24,7 @@ after ``cap_s`` seconds; a global budget (420 s, ``--quick`` 100 s) skips what w
 reason, as is an out-of-memory error. The naive loop keeps PyTorch's default fp32 matmul precision
 (no TF32). Model FLOP utilisation: ``6 * params * 11 tokens * samples/s`` against an 800 TFLOP/s
 bf16 peak. The ``peak GiB`` column is ``torch.cuda.max_memory_allocated`` of the single-trial rows,
-beside :func:`archsearch.gpu.estimate_trial_memory` for the same step (no context, no evaluation).
+beside :func:`archsearch.training.memory.estimate_trial_memory` for the same step (no context, no evaluation).
 Writes ``gpu_trials.json`` and ``gpu_trials.md`` to ``--out`` and prints the table.
 
 Without CUDA it prints "no CUDA device: nothing measured" and exits 0. ``--cpu-smoke`` runs the whole
@@ -47,30 +47,22 @@ from typing import Any
 import torch
 
 from archsearch.architecture import Architecture, ModelSpec
-from archsearch.data import DataConfig, load_frame
-from archsearch.dataset import PreparedData, prepare
-from archsearch.gpu import (
-    GiB,
+from archsearch.data.sources import DataConfig, load_frame
+from archsearch.data.splits import SplitConfig
+from archsearch.data.tasks import TaskConfig, loss_function
+from archsearch.data.windows import PreparedData, prepare
+from archsearch.plugins.patchtst import build, estimate
+from archsearch.search.workers import (
     WorkerSlot,
-    estimate_trial_memory,
-    free_memory,
     launch_bound_workers,
-    measured_peak_memory,
     plan_workers,
     run_workers,
     spawn_context,
 )
-from archsearch.plugins.patchtst import build, estimate
-from archsearch.splits import SplitConfig
-from archsearch.tasks import TaskConfig, loss_function
-from archsearch.trainer import (
-    TrainConfig,
-    is_out_of_memory,
-    make_optimizer,
-    make_step,
-    seed_everything,
-    warmup_cosine,
-)
+from archsearch.training.memory import GiB, estimate_trial_memory, free_memory, measured_peak_memory
+from archsearch.training.settings import TrainConfig
+from archsearch.training.steps import is_out_of_memory, make_step
+from archsearch.training.trainer import make_optimizer, seed_everything, warmup_cosine
 
 PEAK_BF16_FLOPS = 800e12
 NUM_FEATURES, CONTEXT, HORIZON = 20, 60, 5
@@ -209,7 +201,7 @@ def naive(arch: Architecture, data: PreparedData, batch: int, device: torch.devi
 
 
 class TrainerRun:
-    """archsearch's training step as :func:`archsearch.trainer.train` builds it, on device data."""
+    """archsearch's training step as :func:`archsearch.training.trainer.train` builds it, on device data."""
 
     def __init__(
         self, arch: Architecture, data: PreparedData, batch: int, device: torch.device, graphs: bool

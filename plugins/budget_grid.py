@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from archsearch import hookimpl
 from archsearch.architecture import Architecture
-from archsearch.budget_grid import select
-from archsearch.hookspecs import hookimpl
 from archsearch.registry import ArchitectureGenerator, GridRequest
+from archsearch.space.grid import select
 
 
 def generate(request: GridRequest) -> list[Architecture]:

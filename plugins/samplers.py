@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from archsearch import hookimpl
 from archsearch.errors import PluginError
-from archsearch.hookspecs import hookimpl
 from archsearch.registry import SamplerPlugin
 
 if TYPE_CHECKING:

@@ -6,38 +6,14 @@ import contextlib
 import csv
 import fcntl
 import io
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from archsearch.hookspecs import hookimpl
-from archsearch.records import ALL_COLUMNS, COLUMNS, CellSummary
+from archsearch import hookimpl
+from archsearch.outputs import CSV_NAME, atomic_write, best_json_path, per_horizon_files, write_json
+from archsearch.records import ALL_COLUMNS, CellSummary
 from archsearch.registry import SinkPlugin
-
-CSV_NAME = "experiment_results.csv"
-
-
-def atomic_write(path: Path, text: str, durable: bool = False) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half.
-
-    ``durable`` also fsyncs before the rename (a power cut then keeps one or the other too). The
-    per-trial files skip it: they are derived from the storage, which is the source of truth, and
-    rebuilt from it by ``archsearch export`` and at the start of every run.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: workers never collide
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CsvSink:
@@ -90,7 +66,6 @@ class CsvSink:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.path, out.getvalue(), durable=True)
-        self.migrated = (len(rows), [c for c in COLUMNS if c not in header])
 
     def _catch_up(self) -> None:
         """Note the rows other processes appended since this one last looked."""
@@ -133,13 +108,14 @@ class JsonSink:
     def __init__(self, output_dir: Path, config: Any = None) -> None:
         self.output_dir = Path(output_dir)
         # The file's horizons, not a --horizon slice's: a slice writes the full run's files.
-        self.per_horizon = config is not None and len(config.file_horizons or config.horizons) > 1
+        self.per_horizon = config is not None and per_horizon_files(config)
 
     def path_for(self, cell: CellSummary) -> Path:
         from archsearch.budget import format_budget
 
-        suffix = f"_h{cell.horizon}" if self.per_horizon else ""
-        return self.output_dir / f"{cell.experiment}_{format_budget(cell.budget)}{suffix}_best.json"
+        return best_json_path(
+            self.output_dir, cell.experiment, format_budget(cell.budget), cell.horizon, self.per_horizon
+        )
 
     def trial_finished(self, record: dict[str, Any], cell: CellSummary) -> None:
         self.cell_finished(cell)
@@ -147,7 +123,7 @@ class JsonSink:
     def cell_finished(self, cell: CellSummary) -> None:
         doc = cell.best_json()
         if doc is not None:
-            atomic_write(self.path_for(cell), json.dumps(doc, indent=2, default=str) + "\n")
+            write_json(self.path_for(cell), doc)
 
     def close(self) -> None:
         pass

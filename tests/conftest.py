@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from archsearch.plugin_manager import Plugins, get_plugin_manager
+from archsearch.plugin.manager import Plugins, get_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -9,10 +9,11 @@ import optuna
 import pytest
 
 from archsearch.architecture import Architecture
-from archsearch.budget_grid import extremes
 from archsearch.config import structure
-from archsearch.encodings import IndexEncoding
-from archsearch.engine import Cell, coverage_order, enqueue_coverage
+from archsearch.search.matrix import Cell, coverage_order
+from archsearch.search.study import enqueue_coverage
+from archsearch.space.encodings import IndexEncoding
+from archsearch.space.grid import extremes
 
 ARCHS = tuple(Architecture(d, n, 2, 2 * d, d * n * 100) for d in (8, 16, 32) for n in (1, 2, 3))
 

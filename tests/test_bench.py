@@ -8,7 +8,7 @@ from engine_helpers import run_cli
 from archsearch.architecture import Architecture
 from archsearch.bench import SUITES
 from archsearch.bench.tabular import STRATEGIES, Table, load_table, replay
-from archsearch.plugin_manager import get_plugin_manager
+from archsearch.plugin.manager import get_plugin_manager
 
 
 def test_bench_estimator_quick_writes_json_and_markdown(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archsearch.data import DataConfig, load_frame, synthetic_frame
+from archsearch.data.sources import DataConfig, load_frame, synthetic_frame
 from archsearch.errors import DataError
 
 SPY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SPY_daily.csv"

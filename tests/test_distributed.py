@@ -19,7 +19,7 @@ import pytest
 from engine_helpers import read_csv, run_cli, write_config
 
 from archsearch.bench.distributed import throughput
-from archsearch.engine import redact
+from archsearch.storage import redact
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def start_workers(n: int, config, env=None) -> list[subprocess.Popen]:
 
 def finished_trials(storage: str, study: str = "tiny_8K_h2"):
     from archsearch.config import structure
-    from archsearch.engine import make_storage
+    from archsearch.storage import make_storage
 
     s = make_storage(structure({"experiment": "x", "budgets": ["1M"], "storage": storage}))
     return optuna.load_study(study_name=study, storage=s).trials
@@ -180,13 +180,14 @@ def test_gpu_plan_uses_several_workers_for_small_models(tmp_path, monkeypatch):
     """With (mocked) CUDA devices, a small budget gets several workers per GPU by default."""
     from engine_helpers import tiny_config
 
-    from archsearch import gpu, local_workers
     from archsearch.config import structure
-    from archsearch.engine import Engine
+    from archsearch.search import workers as local_workers
+    from archsearch.search.engine import Engine
+    from archsearch.training import memory
 
     config = structure(tiny_config(tmp_path, training={"device": "cuda"}))
-    monkeypatch.setattr(gpu, "visible_devices", lambda: [0, 1])
-    monkeypatch.setattr(gpu, "free_memory", lambda i: 80 * 2**30)
+    monkeypatch.setattr(memory, "visible_devices", lambda: [0, 1])
+    monkeypatch.setattr(memory, "free_memory", lambda i: 80 * 2**30)
     engine = Engine(config)
     cells = engine.cells()
     slots = local_workers.plan(config, cells, engine.datasets())
@@ -204,16 +205,17 @@ def test_local_workers_share_the_cores(tmp_path, monkeypatch):
     """Each of several local workers gets its share of the cores unless cpu_threads is set."""
     from engine_helpers import tiny_config
 
-    from archsearch import engine, gpu, local_workers
     from archsearch.config import structure
+    from archsearch.search import workers
+    from archsearch.search.engine import run_worker
 
     seen = []
-    monkeypatch.setattr(gpu, "run_workers", lambda slots, target, args: seen.append(args[0]) or [])
-    monkeypatch.setattr(engine, "available_cores", lambda: 16)
-    slots = [gpu.WorkerSlot(0, i, {}, i) for i in range(8)]
-    local_workers.run_budget(structure(tiny_config(tmp_path)), None, slots)
-    local_workers.run_budget(structure(tiny_config(tmp_path, training={"cpu_threads": 3})), None, slots)
-    local_workers.run_budget(structure(tiny_config(tmp_path)), None, slots * 3)
+    monkeypatch.setattr(workers, "run_workers", lambda slots, target, args: seen.append(args[0]) or [])
+    monkeypatch.setattr(workers, "available_cores", lambda: 16)
+    slots = [workers.WorkerSlot(0, i, {}, i) for i in range(8)]
+    workers.run_budget(structure(tiny_config(tmp_path)), None, slots, run_worker)
+    workers.run_budget(structure(tiny_config(tmp_path, training={"cpu_threads": 3})), None, slots, run_worker)
+    workers.run_budget(structure(tiny_config(tmp_path)), None, slots * 3, run_worker)
     assert [raw["training"]["cpu_threads"] for raw in seen] == [2, 3, 1]
     assert all(raw["workers"]["processes"] == 1 for raw in seen)
 
@@ -223,7 +225,7 @@ def test_local_workers_share_the_cores(tmp_path, monkeypatch):
 
 def study_with_a_dead_trial(tmp_path, fixed: dict | None = None):
     """Two complete trials and a RUNNING one whose worker is gone (n_trials = 3)."""
-    from archsearch.engine import open_storage
+    from archsearch.storage import open_storage
 
     storage = open_storage(f"journal:{tmp_path / 's.journal'}")
     study = optuna.create_study(study_name="s", storage=storage)
@@ -245,7 +247,7 @@ def queued_params(study, trial) -> dict:
 
 
 def test_a_retry_is_queued_before_the_dead_trial_frees_its_slot(tmp_path):
-    from archsearch.coordination import Coordinator, fail_and_retry
+    from archsearch.search.coordination import Coordinator, fail_and_retry
 
     study, dead = study_with_a_dead_trial(tmp_path)
     seen = []
@@ -268,7 +270,7 @@ def test_a_retry_is_queued_before_the_dead_trial_frees_its_slot(tmp_path):
 
 
 def test_a_trial_that_died_before_suggesting_is_retried_with_its_queued_parameters(tmp_path):
-    from archsearch.coordination import fail_and_retry
+    from archsearch.search.coordination import fail_and_retry
 
     study, dead = study_with_a_dead_trial(tmp_path, fixed={"x": 0.75})
     assert dead.params == {}
@@ -279,7 +281,7 @@ def test_a_trial_that_died_before_suggesting_is_retried_with_its_queued_paramete
 
 
 def test_a_trial_that_finishes_after_all_takes_its_retry_back(tmp_path):
-    from archsearch.coordination import fail_and_retry
+    from archsearch.search.coordination import fail_and_retry
 
     study, dead = study_with_a_dead_trial(tmp_path)
     enqueue = study.enqueue_trial
@@ -300,7 +302,7 @@ def test_a_trial_failed_by_another_worker_is_dropped_not_crashed_on(tmp_path, ca
 
     from archsearch.bench.overhead import NullResult
     from archsearch.config import structure
-    from archsearch.engine import Engine
+    from archsearch.search.engine import Engine
 
     taken = []
 
@@ -308,7 +310,7 @@ def test_a_trial_failed_by_another_worker_is_dropped_not_crashed_on(tmp_path, ca
         if not taken:  # the first trial: another worker gives up on it meanwhile
             study = optuna.load_study(study_name="tiny_8K_h2", storage=storage_url)
             (running,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-            from archsearch.coordination import fail_and_retry
+            from archsearch.search.coordination import fail_and_retry
 
             taken.append(fail_and_retry(study, running, "no heartbeat from worker x for 130 s"))
         return NullResult(best_val_loss=config.learning_rate)
@@ -332,7 +334,7 @@ QUEUED, POPPERS = 200, 6
 def test_sqlite_claims_each_queued_trial_once(tmp_path):
     """Six processes pop 200 queued trials from one SQLite file: each exactly once (without
     BEGIN IMMEDIATE about one in ten was claimed twice)."""
-    from archsearch.engine import open_storage
+    from archsearch.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'q.db'}"
     study = optuna.create_study(study_name="q", storage=open_storage(url))
@@ -340,7 +342,7 @@ def test_sqlite_claims_each_queued_trial_once(tmp_path):
         study.enqueue_trial({"x": float(i)})
     code = (
         "import sys, optuna\n"
-        "from archsearch.engine import open_storage\n"
+        "from archsearch.storage import open_storage\n"
         "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
         f"s = optuna.load_study(study_name='q', storage=open_storage({url!r}))\n"
         "while True:\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from archsearch import hookspecs
 from archsearch.config import SEARCHABLE, Config
+from archsearch.plugin import spec as hookspecs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ROW = re.compile(r"^\|\s*`([A-Za-z0-9_]+)`\s*\|", re.M)

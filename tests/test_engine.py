@@ -16,11 +16,14 @@ from engine_helpers import REPO, read_csv, run_cli, tiny_config, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archsearch import engine as engine_module
 from archsearch.config import structure
-from archsearch.engine import Engine, sampler_seed
 from archsearch.errors import ArchsearchError
 from archsearch.records import COLUMNS
+from archsearch.search import study as study_module
+from archsearch.search.engine import Engine
+from archsearch.search.matrix import coverage_order
+from archsearch.search.study import enqueue_coverage, sampler_seed
+from archsearch.storage import make_storage
 
 pytestmark = pytest.mark.slow
 
@@ -140,9 +143,9 @@ def coverage_setup(tmp_path):
     config = structure(tiny_config(tmp_path, n_trials=6))
     engine = Engine(config)
     (cell,) = engine.cells()
-    study, encoding = engine.open_study(cell, engine_module.make_storage(config))
+    study, encoding = engine.open_study(cell, make_storage(config))
     optuna.create_study(study_name=f"{study.study_name}:coverage", storage=study._storage)  # a winner
-    order = engine_module.coverage_order(cell.architectures, 1)
+    order = coverage_order(cell.architectures, 1)
     return config, cell, study, encoding, order
 
 
@@ -153,7 +156,7 @@ def queued_architectures(study) -> list[tuple]:
 def test_coverage_waits_for_a_slow_winner_and_completes_a_dead_ones(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(engine_module, "COVERAGE_STALL_S", 1.0)
+    monkeypatch.setattr(study_module, "COVERAGE_STALL_S", 1.0)
     config, cell, study, encoding, order = coverage_setup(tmp_path)
 
     def slow_winner():  # 0.4 s a trial, 2 s in all: longer than the stall limit, never stalled
@@ -164,7 +167,7 @@ def test_coverage_waits_for_a_slow_winner_and_completes_a_dead_ones(tmp_path, mo
 
     winner = threading.Thread(target=slow_winner)
     winner.start()
-    assert engine_module.enqueue_coverage(study, config, cell, encoding) == 0
+    assert enqueue_coverage(study, config, cell, encoding) == 0
     winner.join()
     assert len(study.trials) == 5 and len(set(queued_architectures(study))) == 5
 
@@ -172,7 +175,7 @@ def test_coverage_waits_for_a_slow_winner_and_completes_a_dead_ones(tmp_path, mo
     for arch in order[:2]:  # the winner died after two
         study.enqueue_trial(encoding.params(arch), user_attrs={"coverage": True})
     started = time.monotonic()
-    assert engine_module.enqueue_coverage(study, config, cell, encoding) == 5
+    assert enqueue_coverage(study, config, cell, encoding) == 5
     assert 1.0 <= time.monotonic() - started < 5
     assert len(study.trials) == 5 and len(set(queued_architectures(study))) == 5
 
@@ -244,7 +247,7 @@ def test_changed_space_on_resume_is_a_clear_error(tmp_path):
 SINK_PLUGINS = """
 from pathlib import Path
 from archsearch import hookimpl
-from archsearch.registry import SinkPlugin
+from archsearch.plugin.registry import SinkPlugin
 
 
 class Broken:

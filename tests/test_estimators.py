@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archsearch.architecture import Architecture, ModelSpec
-from archsearch.budget_grid import DEFAULT_SPACE, estimate_param_count, get_architectures_for_budget
+from archsearch.space.grid import DEFAULT_SPACE, estimate_param_count, get_architectures_for_budget
 
 VARIANTS = ["patchtst", "patchtst-ci"]
 

@@ -24,39 +24,35 @@ import pytest
 import torch
 from torch import nn
 
-import archsearch.trainer as trainer
+import archsearch.training.trainer as trainer
 from archsearch.architecture import Architecture, ModelSpec
-from archsearch.data import DataConfig, load_frame
-from archsearch.dataset import PreparedData, prepare
+from archsearch.data.sources import DataConfig, load_frame
+from archsearch.data.splits import SplitConfig
+from archsearch.data.tasks import TaskConfig, loss_function
+from archsearch.data.windows import PreparedData, prepare
 from archsearch.errors import ArchsearchError
-from archsearch.gpu import (
-    CUBLAS_WORKSPACE_BYTES,
-    CUDA_CONTEXT_BYTES,
-    GiB,
+from archsearch.plugins.patchtst import build as build_patchtst
+from archsearch.plugins.patchtst_ci import build as build_patchtst_ci
+from archsearch.search.workers import (
     WorkerSlot,
-    estimate_trial_memory,
-    free_memory,
     launch_bound_workers,
-    measured_peak_memory,
     physical_device,
     plan_workers,
     run_workers,
+)
+from archsearch.training.memory import (
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_BYTES,
+    GiB,
+    estimate_trial_memory,
+    free_memory,
+    measured_peak_memory,
     trial_memory_breakdown,
     visible_devices,
 )
-from archsearch.plugins.patchtst import build as build_patchtst
-from archsearch.plugins.patchtst_ci import build as build_patchtst_ci
-from archsearch.splits import SplitConfig
-from archsearch.tasks import TaskConfig, loss_function
-from archsearch.trainer import (
-    EagerStep,
-    GraphedStep,
-    TrainConfig,
-    make_optimizer,
-    make_step,
-    seed_everything,
-    train,
-)
+from archsearch.training.settings import TrainConfig
+from archsearch.training.steps import EagerStep, GraphedStep, make_step
+from archsearch.training.trainer import make_optimizer, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

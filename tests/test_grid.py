@@ -7,7 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archsearch.architecture import ArchSpace, ModelSpec
-from archsearch.budget_grid import (
+from archsearch.cli import main
+from archsearch.errors import BudgetError
+from archsearch.space.grid import (
     DEFAULT_SPACE,
     DESIGN_2025,
     extremes,
@@ -16,8 +18,6 @@ from archsearch.budget_grid import (
     get_architectures_for_budget,
     thin,
 )
-from archsearch.cli import main
-from archsearch.errors import BudgetError
 
 BUDGETS = ["2M", "20M", "200M", "2B"]
 

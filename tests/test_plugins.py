@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from archsearch.architecture import Architecture, ArchSpace
-from archsearch.budget_grid import get_architectures_for_budget
 from archsearch.cli import main
 from archsearch.errors import PluginError
-from archsearch.plugin_manager import KINDS, get_plugin_manager
+from archsearch.plugin.manager import KINDS, get_plugin_manager
+from archsearch.space.grid import get_architectures_for_budget
 
 REPO = Path(__file__).resolve().parents[1]
 
 THROWAWAY = """
 from archsearch import hookimpl
-from archsearch.registry import ArchitectureGenerator, ModelVariant
+from archsearch.plugin.registry import ArchitectureGenerator, ModelVariant
 
 
 def count(arch, spec):
@@ -26,7 +26,7 @@ def count(arch, spec):
 
 
 def every_other(request):
-    from archsearch.budget_grid import generate_architecture_grid, filter_by_budget
+    from archsearch.space.grid import generate_architecture_grid, filter_by_budget
     grid = generate_architecture_grid(request.space, request.spec, request.estimate)
     return filter_by_budget(grid, request.budget, request.tolerance)[::2]
 
@@ -66,7 +66,7 @@ def test_builtins_registered_through_the_hooks(pm):
 
 
 def test_every_hook_has_a_spec_with_docstring_and_prefix():
-    from archsearch import hookspecs
+    from archsearch.plugin import spec as hookspecs
 
     names = [n for n in dir(hookspecs) if n.startswith("archsearch_")]
     assert sorted(names) == sorted(KINDS.values())
@@ -91,7 +91,7 @@ def test_throwaway_generator_and_estimator_work_end_to_end(throwaway):
 def test_duplicate_name_names_both_plugins(tmp_path, monkeypatch):
     (tmp_path / "dup_plugin.py").write_text(
         "from archsearch import hookimpl\n"
-        "from archsearch.registry import ModelVariant\n"
+        "from archsearch.plugin.registry import ModelVariant\n"
         "@hookimpl\n"
         "def archsearch_register_estimators():\n"
         "    return [ModelVariant('patchtst', lambda a, s: 1, lambda a, s: None)]\n"

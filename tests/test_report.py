@@ -16,10 +16,10 @@ import pytest
 from engine_helpers import read_csv, run_cli, write_config
 
 from archsearch.config import load_config
-from archsearch.engine import CELL_ATTR
 from archsearch.errors import ArchsearchError
-from archsearch.planning import export
-from archsearch.report import build_report
+from archsearch.records import CELL_ATTR
+from archsearch.report.build import build_report
+from archsearch.search.overview import export
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from archsearch.errors import PluginError
-from archsearch.plugin_manager import Plugins, get_plugin_manager
+from archsearch.plugin.manager import Plugins, get_plugin_manager
 
 SAMPLERS_MODULE = "archsearch.plugins.samplers"
 CMAES_INSTALLED = importlib.util.find_spec("cmaes") is not None
@@ -250,7 +250,7 @@ def test_unknown_option_is_rejected(name: str) -> None:
 def test_listing_samplers_imports_no_optimiser() -> None:
     code = (
         "import sys\n"
-        "import archsearch.hookspecs\n"
+        "import archsearch.plugin.spec\n"
         "before = set(sys.modules)\n"
         f"import {SAMPLERS_MODULE} as samplers\n"
         "assert 'tpe' in [s.name for s in samplers.archsearch_register_samplers()]\n"

@@ -11,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archsearch.data import DataConfig, LoadedFrame, load_frame
-from archsearch.dataset import PreparedData, prepare
+from archsearch.data.sources import DataConfig, LoadedFrame, load_frame
+from archsearch.data.splits import SplitConfig, split_ranges, window_ends
+from archsearch.data.tasks import TaskConfig, roc_auc, threshold_labels
+from archsearch.data.windows import PreparedData, prepare
 from archsearch.errors import DataError
-from archsearch.splits import SplitConfig, split_ranges, window_ends
-from archsearch.tasks import TaskConfig, roc_auc, threshold_labels
 
 SPY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SPY_daily.csv"
 

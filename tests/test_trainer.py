@@ -10,24 +10,17 @@ import torch
 from torch import nn
 
 from archsearch.architecture import Architecture
-from archsearch.data import DataConfig, load_frame
-from archsearch.dataset import PreparedData, prepare
+from archsearch.data.sources import DataConfig, load_frame
+from archsearch.data.splits import SplitConfig
+from archsearch.data.tasks import TaskConfig, loss_function
+from archsearch.data.windows import PreparedData, prepare
+from archsearch.device import resolve_device
 from archsearch.errors import ArchsearchError, TrialFailed
 from archsearch.plugins.patchtst import build as build_patchtst
 from archsearch.plugins.patchtst_ci import build as build_patchtst_ci
-from archsearch.splits import SplitConfig
-from archsearch.tasks import TaskConfig, loss_function
-from archsearch.trainer import (
-    EpochResult,
-    TrainConfig,
-    accumulate_gradients,
-    evaluate,
-    resolve_device,
-    retry_on_oom,
-    seed_everything,
-    train,
-    warmup_cosine,
-)
+from archsearch.training.settings import EpochResult, TrainConfig
+from archsearch.training.steps import accumulate_gradients, retry_on_oom
+from archsearch.training.trainer import evaluate, seed_everything, train, warmup_cosine
 
 
 @pytest.fixture(autouse=True)

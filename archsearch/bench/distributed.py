@@ -43,7 +43,7 @@ def config_for(storage: str, output: Path, n_trials: int) -> dict[str, Any]:
 
 def _worker(raw: dict[str, Any], seconds: float, barrier: Any) -> None:
     from archsearch.config import structure
-    from archsearch.engine import Engine
+    from archsearch.search.engine import Engine
 
     engine = Engine(structure(raw), train_fn=_sleep_train(seconds), build_fn=lambda arch, spec: None)
     engine.datasets()
@@ -65,7 +65,7 @@ def throughput(workers: int, n_trials: int, seconds: float, storage: str, output
         for p in procs:
             p.join()
     from archsearch.config import structure
-    from archsearch.engine import make_storage
+    from archsearch.storage import make_storage
 
     study = optuna.load_study(study_name="throughput_8K_h2", storage=make_storage(structure(raw)))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]

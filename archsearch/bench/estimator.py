@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from statistics import median
 
 from archsearch.architecture import ModelSpec
-from archsearch.budget_grid import DEFAULT_SPACE, filter_by_budget, generate_architecture_grid
+from archsearch.space.grid import DEFAULT_SPACE, filter_by_budget, generate_architecture_grid
 
 BUDGETS = (2_000_000, 20_000_000, 200_000_000, 2_000_000_000)
 
 
 def suite(quick: bool) -> dict:
-    import torch
-
-    from archsearch.plugin_manager import get_plugin_manager
+    from archsearch.plugin.manager import get_plugin_manager
 
     plugins = get_plugin_manager(autoload=False)
     spec = ModelSpec()
@@ -37,27 +36,8 @@ def suite(quick: bool) -> dict:
         archs = [a for band in bands for a in band]
         if quick:
             archs = random.Random(0).sample(archs, 16)
-        est_s, meta_s, mismatches = [], [], 0
-        for arch in archs:
-            start = time.perf_counter()
-            for _ in range(100):
-                count = estimate(arch, spec)
-            est_s.append((time.perf_counter() - start) / 100)
-            start = time.perf_counter()
-            with torch.device("meta"):
-                model = build(arch, spec)
-            built = sum(p.numel() for p in model.parameters())
-            meta_s.append(time.perf_counter() - start)
-            mismatches += built != count
         rows.append(
-            {
-                "variant": variant,
-                "architectures": len(archs),
-                "estimator_us": median(est_s) * 1e6,
-                "meta_build_ms": median(meta_s) * 1e3,
-                "speedup": median(meta_s) / median(est_s),
-                "mismatches": mismatches,
-            }
+            {"variant": variant, "architectures": len(archs), **_time_counts(archs, spec, estimate, build)}
         )
     lines = [
         "| variant | architectures | estimator (median) | meta build + count (median) | speedup | mismatches |",
@@ -75,3 +55,27 @@ def suite(quick: bool) -> dict:
         "Targets: >= 1000x faster, 0 mismatches; enumerating and filtering < 50 ms.",
     ]
     return {"rows": rows, "grid": grid_ms, "markdown": "\n".join(lines), "plots": {}}
+
+
+def _time_counts(archs: list, spec: ModelSpec, estimate: Callable, build: Callable) -> dict:
+    """The estimator's median time per call against building on ``meta`` and counting."""
+    import torch
+
+    est_s, meta_s, mismatches = [], [], 0
+    for arch in archs:
+        start = time.perf_counter()
+        for _ in range(100):
+            count = estimate(arch, spec)
+        est_s.append((time.perf_counter() - start) / 100)
+        start = time.perf_counter()
+        with torch.device("meta"):
+            model = build(arch, spec)
+        built = sum(p.numel() for p in model.parameters())
+        meta_s.append(time.perf_counter() - start)
+        mismatches += built != count
+    return {
+        "estimator_us": median(est_s) * 1e6,
+        "meta_build_ms": median(meta_s) * 1e3,
+        "speedup": median(meta_s) / median(est_s),
+        "mismatches": mismatches,
+    }

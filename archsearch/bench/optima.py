@@ -95,7 +95,7 @@ def _iqr(values: list[float]) -> tuple[float, float, float]:
 def suite(quick: bool, samplers: list[str] | None = None) -> dict:
     import optuna
 
-    from archsearch.plugin_manager import get_plugin_manager
+    from archsearch.plugin.manager import get_plugin_manager
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     plugins = get_plugin_manager()

@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from archsearch.hookspecs import hookimpl
-from archsearch.registry import SinkPlugin
+from archsearch.plugin.registry import SinkPlugin
+from archsearch.plugin.spec import hookimpl
 
 _STAMPS: list[float] = []
 
@@ -85,8 +85,8 @@ def _config(n_trials: int, storage: str, output: Path) -> Any:
 
 
 def archsearch_loop(n_trials: int, storage: str, output: Path) -> list[float]:
-    from archsearch.engine import Engine
-    from archsearch.plugin_manager import get_plugin_manager
+    from archsearch.plugin.manager import get_plugin_manager
+    from archsearch.search.engine import Engine
 
     config = _config(n_trials, storage, output)
     _STAMPS.clear()
@@ -102,10 +102,10 @@ def archsearch_loop(n_trials: int, storage: str, output: Path) -> list[float]:
 def raw_optuna_loop(n_trials: int, storage: str, output: Path) -> list[float]:
     import optuna
 
-    from archsearch.budget_grid import get_architectures_for_budget
+    from archsearch.space.grid import get_architectures_for_budget
 
     config = _config(n_trials, storage, output)
-    from archsearch.encodings import make_encoding
+    from archsearch.space.encodings import make_encoding
 
     encoding = make_encoding(config.architecture.encoding, get_architectures_for_budget("2M"))
     space = config.training_search_space

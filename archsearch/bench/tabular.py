@@ -55,11 +55,11 @@ FIELDS = (
 
 
 def table_setup(data_path: Path = SPY) -> tuple[Any, list[Architecture]]:
-    from archsearch.budget_grid import get_architectures_for_budget
-    from archsearch.data import DataConfig, load_frame
-    from archsearch.dataset import prepare
-    from archsearch.splits import SplitConfig
-    from archsearch.tasks import TaskConfig
+    from archsearch.data.sources import DataConfig, load_frame
+    from archsearch.data.splits import SplitConfig
+    from archsearch.data.tasks import TaskConfig
+    from archsearch.data.windows import prepare
+    from archsearch.space.grid import get_architectures_for_budget
 
     frame = load_frame(DataConfig(source=str(data_path), derived_features=True))
     data = prepare(frame, TaskConfig(kind="threshold", threshold=0.01), SplitConfig(), HORIZON, 60)
@@ -71,8 +71,11 @@ def generate(path: Path = TABLE, data_path: Path = SPY, log: Any = print) -> Pat
     """Train every (architecture, learning rate, batch size, seed) of the table; resumable."""
     import torch
 
-    from archsearch.plugins.patchtst import build
-    from archsearch.trainer import TrainConfig, seed_everything, train
+    from archsearch.plugin.manager import get_plugins
+    from archsearch.training.settings import TrainConfig
+    from archsearch.training.trainer import seed_everything, train
+
+    build = get_plugins().variant("patchtst").build
 
     torch.set_num_threads(1)
     data, archs = table_setup(data_path)
@@ -194,8 +197,8 @@ def replay(table: Table, strategy: Strategy, seed: int, n_trials: int, plugins: 
     the table's seeds minus the table's best mean."""
     import optuna
 
-    from archsearch.encodings import make_encoding
-    from archsearch.engine import coverage_order
+    from archsearch.search.matrix import coverage_order
+    from archsearch.space.encodings import make_encoding
 
     encoding = make_encoding(strategy.encoding, table.archs)
     sampler = plugins.sampler(strategy.sampler).factory(dict(strategy.options), seed)
@@ -223,7 +226,7 @@ def replay(table: Table, strategy: Strategy, seed: int, n_trials: int, plugins: 
 def suite(quick: bool, path: Path = TABLE) -> dict:
     import optuna
 
-    from archsearch.plugin_manager import get_plugin_manager
+    from archsearch.plugin.manager import get_plugin_manager
 
     if not path.exists():
         from archsearch.errors import ArchsearchError

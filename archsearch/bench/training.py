@@ -16,18 +16,21 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from archsearch.architecture import Architecture
-from archsearch.data import DataConfig, load_frame
-from archsearch.dataset import PreparedData, prepare
-from archsearch.plugins.patchtst import build, estimate
-from archsearch.splits import SplitConfig
-from archsearch.tasks import TaskConfig
-from archsearch.trainer import TrainConfig, seed_everything, train
+from archsearch.data.sources import DataConfig, load_frame
+from archsearch.data.splits import SplitConfig
+from archsearch.data.tasks import TaskConfig
+from archsearch.data.windows import PreparedData, prepare
+from archsearch.plugin.manager import get_plugins
+from archsearch.training.settings import TrainConfig
+from archsearch.training.trainer import seed_everything, train
 
 ARCHITECTURES = {
     "small": Architecture(d_model=64, n_layers=2, n_heads=4, d_ff=128),
     "2M-class": Architecture(d_model=128, n_layers=8, n_heads=4, d_ff=512),
 }
 CONTEXT, HORIZON = 60, 5
+#: The variant both loops train, reached through the plugin manager like any variant.
+PATCHTST = "patchtst"
 
 
 def windows(steps: int, batch_size: int) -> PreparedData:
@@ -47,7 +50,7 @@ def windows(steps: int, batch_size: int) -> PreparedData:
 
 def model_for(arch: Architecture, data: PreparedData) -> torch.nn.Module:
     seed_everything(0)
-    return build(arch, data.model_spec(dropout=0.1))
+    return get_plugins().variant(PATCHTST).build(arch, data.model_spec(dropout=0.1))
 
 
 def plain_loop(arch: Architecture, data: PreparedData, batch_size: int) -> float:
@@ -91,7 +94,7 @@ def run(quick: bool = False, repeats: int = 3, threads: int | None = None) -> li
             rows.append(
                 {
                     "architecture": f"{name} {arch.key}",
-                    "params": estimate(arch, data.model_spec()),
+                    "params": get_plugins().variant(PATCHTST).estimate(arch, data.model_spec()),
                     "batch_size": batch_size,
                     "windows": data.n_windows("train"),
                     "plain_samples_per_s": max(plain),

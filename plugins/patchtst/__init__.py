@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from archsearch import hookimpl
 from archsearch.architecture import Architecture, ModelSpec
-from archsearch.hookspecs import hookimpl
 from archsearch.registry import ModelVariant
+from archsearch.training.memory import joint_patches_shape
 
 if TYPE_CHECKING:
     import torch
@@ -41,4 +42,8 @@ def build(arch: Architecture, spec: ModelSpec) -> torch.nn.Module:
 
 @hookimpl
 def archsearch_register_estimators() -> list[ModelVariant]:
-    return [ModelVariant("patchtst", estimate, build, "joint-feature patches, pre-norm encoder")]
+    return [
+        ModelVariant(
+            "patchtst", estimate, build, "joint-feature patches, pre-norm encoder", joint_patches_shape
+        )
+    ]

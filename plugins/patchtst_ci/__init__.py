@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from archsearch import hookimpl
 from archsearch.architecture import Architecture, ModelSpec
-from archsearch.hookspecs import hookimpl
 from archsearch.plugins.patchtst import encoder_layer_params
-from archsearch.registry import ModelVariant
+from archsearch.registry import ActivationShape, ModelVariant
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +34,19 @@ def estimate(arch: Architecture, spec: ModelSpec) -> int:
     return revin + patch_embedding + position + arch.n_layers * encoder_layer_params(d, arch.d_ff) + head
 
 
+def activation_shape(arch: Architecture, spec: ModelSpec, batch: int, element_bytes: int) -> ActivationShape:
+    """Every channel is a sequence of ``num_patches`` tokens; saved outside the layers: the
+    input, RevIN's steps and the padded series (fp32), the patches, the positional sum (fp32)
+    and the head's input (every patch for a forecast, the last for classification)."""
+    c, n, d, e = spec.num_features, num_patches(spec), arch.d_model, element_bytes
+    seqs = batch * c
+    series = batch * (spec.context_length + spec.stride) * c * 4 * 4
+    patches = seqs * n * spec.patch_len * (4 + e)
+    head_in = seqs * (n if spec.head == "forecast" else 1) * d * e
+    edges = series + patches + seqs * n * 4 * d + head_in
+    return ActivationShape(seqs, n, spec.res_attention, edges)
+
+
 def build(arch: Architecture, spec: ModelSpec) -> torch.nn.Module:
     from archsearch.plugins.patchtst_ci.model import PatchTSTChannelIndependent
 
@@ -42,4 +55,8 @@ def build(arch: Architecture, spec: ModelSpec) -> torch.nn.Module:
 
 @hookimpl
 def archsearch_register_estimators() -> list[ModelVariant]:
-    return [ModelVariant("patchtst-ci", estimate, build, "canonical channel-independent PatchTST")]
+    return [
+        ModelVariant(
+            "patchtst-ci", estimate, build, "canonical channel-independent PatchTST", activation_shape
+        )
+    ]

@@ -16,7 +16,7 @@ from archsearch.budget import format_budget
 from archsearch.errors import BudgetError
 
 if TYPE_CHECKING:
-    from archsearch.plugin_manager import Plugins
+    from archsearch.plugin.manager import Plugins
 
 Estimator = Callable[[Architecture, ModelSpec], int]
 
@@ -60,7 +60,7 @@ def get_space(name: str) -> ArchSpace:
 
 
 def _estimator(variant: str) -> Estimator:
-    from archsearch.plugin_manager import get_plugins
+    from archsearch.plugin.manager import get_plugins
 
     return get_plugins().variant(variant).estimate
 
@@ -192,8 +192,8 @@ def get_architectures_for_budget(
 ) -> list[Architecture]:
     """The plan's main entry point: the candidate architectures for one budget, by count."""
     from archsearch.budget import parse_budget
-    from archsearch.plugin_manager import get_plugins
-    from archsearch.registry import GridRequest
+    from archsearch.plugin.manager import get_plugins
+    from archsearch.plugin.registry import GridRequest
 
     plugins = plugins or get_plugins()
     request = GridRequest(

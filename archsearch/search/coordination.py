@@ -16,15 +16,25 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.records import (
+    COVERAGE,
+    FAIL_REASON,
+    HEARTBEAT,
+    RETRY_OF,
+    SURPLUS,
+    trial_setup,
+    trial_worker,
+)
+from archsearch.storage import retrying
+
 log = logging.getLogger("archsearch")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-T = TypeVar("T")
 
 
 def _pid_namespace() -> int | None:
@@ -37,32 +47,6 @@ def _pid_namespace() -> int | None:
 
 
 PID_NAMESPACE = _pid_namespace()
-
-
-def retrying(call: Callable[[], T], what: str, attempts: int = 8, first_wait: float = 1.0) -> T:
-    """Run a storage call, retrying transient connection errors with exponential back-off."""
-    wait = first_wait
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as exc:
-            if attempt == attempts - 1 or not _transient(exc):
-                raise
-            log.warning("storage error while %s (%s); retrying in %.0f s", what, type(exc).__name__, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, 60.0)
-    raise AssertionError("unreachable")
-
-
-def _transient(exc: BaseException) -> bool:
-    try:
-        from sqlalchemy.exc import DBAPIError, OperationalError
-
-        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-            return True
-    except ImportError:  # pragma: no cover - sqlalchemy comes with optuna
-        pass
-    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -110,7 +94,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
     u = trial.user_attrs
     study.enqueue_trial(
-        params, user_attrs={"retry_of": u.get("retry_of", trial.number), "coverage": u.get("coverage", False)}
+        params, user_attrs={RETRY_OF: u.get(RETRY_OF, trial.number), COVERAGE: u.get(COVERAGE, False)}
     )
 
 
@@ -127,7 +111,7 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool
         return False  # another worker is retrying it
     retrying(lambda: requeue(study, trial), "queueing a retry")
     try:
-        mark_failed(storage, trial._trial_id, "fail_reason", reason, "failing a trial")
+        mark_failed(storage, trial._trial_id, FAIL_REASON, reason, "failing a trial")
     except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
         _withdraw_retry(study, trial)  # it finished after all
         return False
@@ -136,12 +120,12 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool
 
 def _withdraw_retry(study: optuna.Study, trial: FrozenTrial) -> None:
     """Take back the queued retry of ``trial`` (still WAITING): failed and marked ``surplus``."""
-    chain = trial.user_attrs.get("retry_of", trial.number)
+    chain = trial.user_attrs.get(RETRY_OF, trial.number)
     storage = study._storage
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if waiting.user_attrs.get("retry_of") == chain:
+        if waiting.user_attrs.get(RETRY_OF) == chain:
             try:
-                mark_failed(storage, waiting._trial_id, "surplus", True, "withdrawing a retry")
+                mark_failed(storage, waiting._trial_id, SURPLUS, True, "withdrawing a retry")
             except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
                 pass  # already claimed: it runs once more, counted like any trial
 
@@ -154,10 +138,9 @@ def recover_orphans(study: optuna.Study) -> int:
     host = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        setup = t.user_attrs.get("setup", {})
-        worker = setup.get("worker", "")
+        worker = trial_worker(t)
         h, _, pid = worker.rpartition(":")
-        if h != host or not pid.isdigit() or setup.get("pid_namespace") != PID_NAMESPACE:
+        if h != host or not pid.isdigit() or trial_setup(t).get("pid_namespace") != PID_NAMESPACE:
             continue
         if _pid_alive(int(pid)) and worker != WORKER:
             continue
@@ -188,7 +171,7 @@ class Heartbeat:
             if trial_id is None:
                 continue
             try:
-                self.storage.set_trial_user_attr(trial_id, "heartbeat", beat)
+                self.storage.set_trial_user_attr(trial_id, HEARTBEAT, beat)
             except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; the next may get through
                 log.debug("heartbeat not written: %s", exc)
 
@@ -277,7 +260,7 @@ class Coordinator:
                 "giving back a claim",
             )
         try:
-            mark_failed(storage, trial._trial_id, "surplus", True, "giving back a claim")
+            mark_failed(storage, trial._trial_id, SURPLUS, True, "giving back a claim")
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # already failed (by a watcher that missed its heartbeat): it is given back either way
         time.sleep(random.uniform(0.05, 0.3))  # two workers that collided do not collide again
@@ -297,12 +280,12 @@ class Coordinator:
         for t in running:
             if t._trial_id in self.own:
                 continue
-            beat = t.user_attrs.get("heartbeat")
+            beat = t.user_attrs.get(HEARTBEAT)
             previous = self.seen.get(t._trial_id)
             if previous is None or previous[0] != beat:
                 self.seen[t._trial_id] = (beat, now)
             elif now - previous[1] > self.grace:
-                worker = t.user_attrs.get("setup", {}).get("worker", "?")
+                worker = trial_worker(t) or "?"
                 reason = f"no heartbeat from worker {worker} for {now - previous[1]:.0f} s"
                 if fail_and_retry(self.study, t, reason):
                     log.warning("trial %d: %s; failed and queued again", t.number, reason)

@@ -1,6 +1,6 @@
 """Every hook archsearch calls. Hook names share the prefix ``archsearch_``.
 
-Registration hooks return lists of named entries (see :mod:`archsearch.registry`); the plugin
+Registration hooks return lists of named entries (see :mod:`archsearch.plugin.registry`); the plugin
 manager calls each implementation separately, joins the lists, and stops with an error naming
 both plugins when two entries of one kind share a name. Built-in plugins (``archsearch.plugins.*``)
 use these same hooks.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pluggy
 
-from archsearch.registry import ArchitectureGenerator, ModelVariant, SamplerPlugin, SinkPlugin
+from archsearch.plugin.registry import ArchitectureGenerator, ModelVariant, SamplerPlugin, SinkPlugin
 
 hookspec = pluggy.HookspecMarker("archsearch")
 hookimpl = pluggy.HookimplMarker("archsearch")

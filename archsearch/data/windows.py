@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 
 from archsearch.architecture import HeadKind, ModelSpec
-from archsearch.data import LoadedFrame
+from archsearch.data.sources import LoadedFrame
+from archsearch.data.splits import SPLITS, Range, SplitConfig, rows_needed, split_ranges, window_ends
+from archsearch.data.tasks import TaskConfig, TaskKind, constant_bce, threshold_labels
 from archsearch.errors import DataError
-from archsearch.splits import SPLITS, SplitConfig, rows_needed, split_ranges, window_ends
-from archsearch.tasks import TaskConfig, TaskKind, constant_bce, threshold_labels
 
 
 @attrs.frozen(eq=False)
@@ -119,70 +119,17 @@ def prepare(
     """Split ``frame`` in time, scale it with training statistics and label every window."""
     if horizon < 1 or context_length < 1:
         raise ValueError(f"horizon and context_length must be positive, got {horizon} and {context_length}")
-    src = frame.source
-    n_rows = frame.n_rows
-    ranges = split_ranges(n_rows, split, frame.dates, src)
-    per_split = context_length + horizon
-    short = {name: r for name, r in ranges.items() if r[1] - r[0] < per_split}
-    if short:
-        name, (start, end) = next(iter(short.items()))
-        total = rows_needed(split, per_split)
-        overall = (
-            f"With fractions {list(split.fractions)} that takes at least {total} rows; " if total else ""
-        )
-        raise DataError(
-            f"{src}: too few rows. A window needs context_length {context_length} + horizon {horizon} = "
-            f"{per_split} rows inside one split, but the {name} split has {end - start} "
-            f"(rows {start}..{end - 1}). "
-            f"{overall}the data has {n_rows} rows."
-        )
-
+    ranges = split_ranges(frame.n_rows, split, frame.dates, frame.source)
+    _check_split_rows(frame, split, ranges, context_length, horizon)
     values = frame.frame.to_numpy(dtype=np.float64)
-    train_start, train_end = ranges["train"]
-    mean = values[train_start:train_end].mean(axis=0)
-    std = values[train_start:train_end].std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    scaled = ((values - mean) / std).astype(np.float32)
-
+    mean, std, scaled = _scale(values, ranges["train"])
     target_index = frame.column_index(frame.target_name)
     if task.kind == "threshold":
         channels = (target_index,)
-        prices = values[:, target_index]
     else:
         channels = tuple(frame.column_index(n) for n in task.targets) if task.targets else (target_index,)
-
-    ends: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    for name in SPLITS:
-        ends[name] = window_ends(ranges[name], context_length, horizon)
-        if task.kind == "threshold":
-            e = ends[name]
-            if (prices[e] <= 0).any():
-                i = int(e[np.flatnonzero(prices[e] <= 0)[0]])
-                raise DataError(
-                    f"{src}: the threshold task needs a positive target; column '{frame.target_name}' is "
-                    f"{prices[i]} at row {i}. Use kind: forecast, or a price column as the target."
-                )
-            labels[name] = threshold_labels(prices, e, horizon, task.threshold, task.rule)[:, None]
-        else:
-            future = ends[name][:, None] + np.arange(1, horizon + 1)
-            labels[name] = scaled[future][:, :, list(channels)]
-
-    if task.kind == "threshold":
-        baseline = constant_bce(labels["train"], labels["val"])
-    else:
-        last = scaled[ends["val"]][:, None, list(channels)]
-        baseline = float(np.mean((labels["val"] - last) ** 2, dtype=np.float64))
-
-    info: dict[str, dict[str, Any]] = {}
-    for name in SPLITS:
-        start, end = ranges[name]
-        entry: dict[str, Any] = {"rows": [start, end], "windows": len(ends[name])}
-        if frame.dates is not None:
-            entry["first_date"] = _iso(frame.dates.iloc[start])
-            entry["last_date"] = _iso(frame.dates.iloc[end - 1])
-        info[name] = entry
-
+    ends, labels = _windows(frame, task, ranges, values, scaled, channels, context_length, horizon)
+    baseline = _baseline_loss(task, scaled, ends, labels, channels)
     return PreparedData(
         series=torch.from_numpy(scaled),
         ends={k: torch.from_numpy(v) for k, v in ends.items()},
@@ -198,10 +145,102 @@ def prepare(
         target_name=frame.target_name,
         scaler_mean=mean,
         scaler_std=std,
-        split_info=info,
+        split_info=_split_info(frame, ranges, ends),
         baseline_loss=baseline,
-        source=src,
+        source=frame.source,
     )
+
+
+def _check_split_rows(
+    frame: LoadedFrame, split: SplitConfig, ranges: dict[str, Range], context_length: int, horizon: int
+) -> None:
+    """Raise :class:`DataError` unless every split holds at least one whole window."""
+    per_split = context_length + horizon
+    short = {name: r for name, r in ranges.items() if r[1] - r[0] < per_split}
+    if short:
+        name, (start, end) = next(iter(short.items()))
+        total = rows_needed(split, per_split)
+        overall = (
+            f"With fractions {list(split.fractions)} that takes at least {total} rows; " if total else ""
+        )
+        raise DataError(
+            f"{frame.source}: too few rows. A window needs context_length {context_length} + horizon {horizon} = "
+            f"{per_split} rows inside one split, but the {name} split has {end - start} "
+            f"(rows {start}..{end - 1}). "
+            f"{overall}the data has {frame.n_rows} rows."
+        )
+
+
+def _scale(values: np.ndarray, train: Range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training rows' mean and std (1 for a constant column) and the values scaled by them."""
+    train_start, train_end = train
+    mean = values[train_start:train_end].mean(axis=0)
+    std = values[train_start:train_end].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return mean, std, ((values - mean) / std).astype(np.float32)
+
+
+def _windows(
+    frame: LoadedFrame,
+    task: TaskConfig,
+    ranges: dict[str, Range],
+    values: np.ndarray,
+    scaled: np.ndarray,
+    channels: tuple[int, ...],
+    context_length: int,
+    horizon: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each split's window end rows and labels: threshold labels of the unscaled target, or the
+    scaled future values of the target ``channels``."""
+    if task.kind == "threshold":
+        prices = values[:, channels[0]]
+    ends: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    for name in SPLITS:
+        ends[name] = window_ends(ranges[name], context_length, horizon)
+        if task.kind == "threshold":
+            e = ends[name]
+            if (prices[e] <= 0).any():
+                i = int(e[np.flatnonzero(prices[e] <= 0)[0]])
+                raise DataError(
+                    f"{frame.source}: the threshold task needs a positive target; column '{frame.target_name}' is "
+                    f"{prices[i]} at row {i}. Use kind: forecast, or a price column as the target."
+                )
+            labels[name] = threshold_labels(prices, e, horizon, task.threshold, task.rule)[:, None]
+        else:
+            future = ends[name][:, None] + np.arange(1, horizon + 1)
+            labels[name] = scaled[future][:, :, list(channels)]
+    return ends, labels
+
+
+def _baseline_loss(
+    task: TaskConfig,
+    scaled: np.ndarray,
+    ends: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    channels: tuple[int, ...],
+) -> float:
+    """The validation loss of the trivial predictor: the training positive rate (BCE) or the last
+    value repeated (MSE)."""
+    if task.kind == "threshold":
+        return constant_bce(labels["train"], labels["val"])
+    last = scaled[ends["val"]][:, None, list(channels)]
+    return float(np.mean((labels["val"] - last) ** 2, dtype=np.float64))
+
+
+def _split_info(
+    frame: LoadedFrame, ranges: dict[str, Range], ends: dict[str, np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    """What each split covers: its rows, its number of windows and (with dates) its first and last date."""
+    info: dict[str, dict[str, Any]] = {}
+    for name in SPLITS:
+        start, end = ranges[name]
+        entry: dict[str, Any] = {"rows": [start, end], "windows": len(ends[name])}
+        if frame.dates is not None:
+            entry["first_date"] = _iso(frame.dates.iloc[start])
+            entry["last_date"] = _iso(frame.dates.iloc[end - 1])
+        info[name] = entry
+    return info
 
 
 def _iso(stamp: pd.Timestamp) -> str:

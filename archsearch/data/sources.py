@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,13 @@ SYNTHETIC = "synthetic"
 DERIVED_INPUTS = ("close", "high", "low", "volume")
 DERIVED_NAMES = ("log_return", "hl_range", "volume_z")
 _INDEX_COLUMN = re.compile(r"^(Unnamed: \d+|__index_level_\d+__|)$")
+#: The synthetic market: daily volatility of the shocks in the calm and the volatile regime,
+#: persistence and stationary std of the slow and the fast drift, and the slow drift's pull per
+#: unit of log deviation from the trend.
+_CALM, _VOLATILE = 0.005, 0.01
+_SLOW_PHI, _SLOW_SCALE = 0.98, 0.004
+_FAST_PHI, _FAST_SCALE = 0.9, 0.003
+_PULL = 0.003
 
 
 def _at_least(minimum: int):
@@ -152,84 +160,23 @@ def _read_file(source: str) -> tuple[pd.DataFrame, _Rows]:
 def _select(raw: pd.DataFrame, cfg: DataConfig, rows: _Rows) -> LoadedFrame:
     src = rows.source
     raw = raw.drop(columns=[c for c in raw.columns if _INDEX_COLUMN.match(c)]).reset_index(drop=True)
-    available = list(raw.columns)
-    if not available or len(raw) == 0:
+    if len(raw.columns) == 0 or len(raw) == 0:
         raise DataError(f"{src} holds no data rows.")
-
-    def missing(names: list[str], what: str) -> DataError:
-        listed = ", ".join(f"'{n}'" for n in names)
-        return DataError(f"{src} has no column {listed} ({what}); the columns are: {', '.join(available)}.")
-
     dates = None
     if cfg.date_column is not None:
         if cfg.date_column not in raw.columns:
-            raise missing([cfg.date_column], "date_column; set date_column: null for data without dates")
+            raise _missing(
+                raw, src, [cfg.date_column], "date_column; set date_column: null for data without dates"
+            )
         dates = _parse_dates(raw[cfg.date_column], cfg.date_column, rows)
-
-    if cfg.features:
-        absent = [c for c in cfg.features if c not in raw.columns]
-        if absent:
-            raise missing(absent, "listed in features")
-        names = list(cfg.features)
-    else:
-        names = [c for c in raw.columns if c != cfg.date_column and _looks_numeric(raw[c])]
-    if cfg.target not in raw.columns:
-        raise missing([cfg.target], "the target")
-    if cfg.target not in names:
-        names.append(cfg.target)
-
-    needed = list(names)
-    if cfg.derived_features:
-        absent = [c for c in DERIVED_INPUTS if c not in raw.columns]
-        if absent:
-            raise missing(absent, "derived_features needs close, high, low and volume")
-        clash = [n for n in DERIVED_NAMES if n in names]
-        if clash:
-            raise DataError(
-                f"{src}: derived_features would add {clash[0]!r}, but a column has that name already."
-            )
-        needed += [c for c in DERIVED_INPUTS if c not in needed]
-
+    names = _feature_names(raw, cfg, src)
+    needed = _needed_columns(raw, cfg, names, src)
     values = pd.DataFrame({c: _to_float(raw[c], c, rows) for c in needed})
-
-    bad = ~np.isfinite(values.to_numpy())
-    dropped = 0
-    if bad.any():
-        if cfg.nan_policy == "reject":
-            parts = []
-            for j, col in enumerate(needed):
-                hits = np.flatnonzero(bad[:, j])
-                if len(hits):
-                    parts.append(f"column '{col}' has {len(hits)} (first at {rows(int(hits[0]))})")
-            raise DataError(
-                f"{src} has missing or infinite values: {'; '.join(parts)}. "
-                "Fix the file, or set nan_policy: drop to drop those rows."
-            )
-        keep = ~bad.any(axis=1)
-        dropped = int((~keep).sum())
-        values = values[keep].reset_index(drop=True)
-        if dates is not None:
-            dates = dates[keep].reset_index(drop=True)
-
+    values, dates, dropped = _apply_nan_policy(values, dates, needed, cfg.nan_policy, rows)
     warmup = 0
     if cfg.derived_features:
-        close = values["close"].to_numpy()
-        if (close <= 0).any():
-            i = int(np.flatnonzero(close <= 0)[0])
-            raise DataError(
-                f"{src}: derived_features needs a positive close; column 'close' is {close[i]} at row {i}."
-            )
-        values["log_return"] = np.log(values["close"]).diff()
-        values["hl_range"] = (values["high"] - values["low"]) / values["close"]
-        volume = values["volume"].rolling(cfg.zscore_window, min_periods=cfg.zscore_window)
-        std = volume.std(ddof=0)
-        values["volume_z"] = ((values["volume"] - volume.mean()) / std.where(std > 0)).fillna(0.0)
-        warmup = cfg.zscore_window - 1
-        values = values.iloc[warmup:].reset_index(drop=True)
-        if dates is not None:
-            dates = dates.iloc[warmup:].reset_index(drop=True)
+        values, dates, warmup = _add_derived_features(values, dates, cfg.zscore_window, src)
         names += list(DERIVED_NAMES)
-
     frame = values[names].astype(np.float64)
     return LoadedFrame(
         frame=frame,
@@ -240,6 +187,92 @@ def _select(raw: pd.DataFrame, cfg: DataConfig, rows: _Rows) -> LoadedFrame:
         target_name=cfg.target,
         warmup_rows=warmup,
     )
+
+
+def _missing(raw: pd.DataFrame, src: str, names: list[str], what: str) -> DataError:
+    """The error for columns ``names`` that ``raw`` lacks, listing the columns it has."""
+    listed = ", ".join(f"'{n}'" for n in names)
+    return DataError(f"{src} has no column {listed} ({what}); the columns are: {', '.join(raw.columns)}.")
+
+
+def _feature_names(raw: pd.DataFrame, cfg: DataConfig, src: str) -> list[str]:
+    """The configured features (else every numeric column but the dates), the target among them."""
+    if cfg.features:
+        absent = [c for c in cfg.features if c not in raw.columns]
+        if absent:
+            raise _missing(raw, src, absent, "listed in features")
+        names = list(cfg.features)
+    else:
+        names = [c for c in raw.columns if c != cfg.date_column and _looks_numeric(raw[c])]
+    if cfg.target not in raw.columns:
+        raise _missing(raw, src, [cfg.target], "the target")
+    if cfg.target not in names:
+        names.append(cfg.target)
+    return names
+
+
+def _needed_columns(raw: pd.DataFrame, cfg: DataConfig, names: list[str], src: str) -> list[str]:
+    """The columns to read: the features, and the inputs of the derived features when they are on."""
+    needed = list(names)
+    if cfg.derived_features:
+        absent = [c for c in DERIVED_INPUTS if c not in raw.columns]
+        if absent:
+            raise _missing(raw, src, absent, "derived_features needs close, high, low and volume")
+        clash = [n for n in DERIVED_NAMES if n in names]
+        if clash:
+            raise DataError(
+                f"{src}: derived_features would add {clash[0]!r}, but a column has that name already."
+            )
+        needed += [c for c in DERIVED_INPUTS if c not in needed]
+    return needed
+
+
+def _apply_nan_policy(
+    values: pd.DataFrame, dates: pd.Series | None, needed: list[str], nan_policy: str, rows: _Rows
+) -> tuple[pd.DataFrame, pd.Series | None, int]:
+    """Reject missing or infinite values, or drop their rows (``nan_policy: drop``): the values,
+    the dates and the number of rows dropped."""
+    bad = ~np.isfinite(values.to_numpy())
+    if not bad.any():
+        return values, dates, 0
+    if nan_policy == "reject":
+        parts = []
+        for j, col in enumerate(needed):
+            hits = np.flatnonzero(bad[:, j])
+            if len(hits):
+                parts.append(f"column '{col}' has {len(hits)} (first at {rows(int(hits[0]))})")
+        raise DataError(
+            f"{rows.source} has missing or infinite values: {'; '.join(parts)}. "
+            "Fix the file, or set nan_policy: drop to drop those rows."
+        )
+    keep = ~bad.any(axis=1)
+    values = values[keep].reset_index(drop=True)
+    if dates is not None:
+        dates = dates[keep].reset_index(drop=True)
+    return values, dates, int((~keep).sum())
+
+
+def _add_derived_features(
+    values: pd.DataFrame, dates: pd.Series | None, zscore_window: int, src: str
+) -> tuple[pd.DataFrame, pd.Series | None, int]:
+    """Add ``log_return``, ``hl_range`` and ``volume_z`` and drop the leading rows that lack them:
+    the values, the dates and the number of rows dropped."""
+    close = values["close"].to_numpy()
+    if (close <= 0).any():
+        i = int(np.flatnonzero(close <= 0)[0])
+        raise DataError(
+            f"{src}: derived_features needs a positive close; column 'close' is {close[i]} at row {i}."
+        )
+    values["log_return"] = np.log(values["close"]).diff()
+    values["hl_range"] = (values["high"] - values["low"]) / values["close"]
+    volume = values["volume"].rolling(zscore_window, min_periods=zscore_window)
+    std = volume.std(ddof=0)
+    values["volume_z"] = ((values["volume"] - volume.mean()) / std.where(std > 0)).fillna(0.0)
+    warmup = zscore_window - 1
+    values = values.iloc[warmup:].reset_index(drop=True)
+    if dates is not None:
+        dates = dates.iloc[warmup:].reset_index(drop=True)
+    return values, dates, warmup
 
 
 def _parse_dates(column: pd.Series, name: str, rows: _Rows) -> pd.Series:
@@ -316,37 +349,74 @@ def synthetic_frame(rows: int = 3000, features: int = 20, seed: int = 0) -> pd.D
     if features < 5:
         raise ValueError(f"features must be at least 5 (open, high, low, close, volume); got {features}")
     rng = np.random.default_rng(seed)
-    n = rows
-    calm, volatile = 0.005, 0.01  # daily volatility of the shocks in each regime
-    slow_phi, slow_scale = 0.98, 0.004  # persistence and stationary std of the slow drift
-    fast_phi, fast_scale = 0.9, 0.003
-    pull = 0.003  # drift per unit of log deviation from the trend
+    regime = _regimes(rng, rows)
+    sigma = np.where(regime == 1, _VOLATILE, _CALM)
+    shocks = rng.standard_normal(rows)
+    log_price, slow, fast = _log_prices(rng, sigma, shocks)
+    columns: dict[str, np.ndarray] = {
+        "date": pd.bdate_range("2000-01-03", periods=rows).to_numpy(),
+        **_bars(rng, np.exp(log_price), sigma, regime),
+    }
+    kinds = _indicators(rng, columns["close"], log_price, shocks, slow, fast, regime)
+    for i in range(features - 5):
+        columns[f"x{i + 1:02d}"] = kinds[i % len(kinds)]()
+    return pd.DataFrame(columns)
+
+
+def _regimes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The volatility regime of each day: 0 calm, 1 volatile (a two-state Markov chain)."""
     regime = np.zeros(n, dtype=int)
     for t in range(1, n):
         stay = 0.985 if regime[t - 1] == 0 else 0.96
         regime[t] = regime[t - 1] if rng.random() < stay else 1 - regime[t - 1]
-    sigma = np.where(regime == 1, volatile, calm)
-    shocks = rng.standard_normal(n)
+    return regime
+
+
+def _log_prices(
+    rng: np.random.Generator, sigma: np.ndarray, shocks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log close from 100, and the slow and fast drifts that, with the shocks, move it."""
+    n = len(sigma)
     slow_noise, fast_noise = rng.standard_normal((2, n))
     slow, fast = np.zeros(n), np.zeros(n)
     log_price = np.zeros(n)
     log_price[0] = np.log(100.0)
     trend = np.log(100.0) + 0.07 / 252 * np.arange(n)
-    slow_kick = slow_scale * np.sqrt(1 - slow_phi**2)
-    fast_kick = fast_scale * np.sqrt(1 - fast_phi**2)
+    slow_kick = _SLOW_SCALE * np.sqrt(1 - _SLOW_PHI**2)
+    fast_kick = _FAST_SCALE * np.sqrt(1 - _FAST_PHI**2)
     for t in range(1, n):
         deviation = log_price[t - 1] - trend[t - 1]
-        slow[t] = slow_phi * slow[t - 1] + slow_kick * slow_noise[t] - pull * (1 - slow_phi) * deviation
-        fast[t] = fast_phi * fast[t - 1] + fast_kick * fast_noise[t]
+        slow[t] = _SLOW_PHI * slow[t - 1] + slow_kick * slow_noise[t] - _PULL * (1 - _SLOW_PHI) * deviation
+        fast[t] = _FAST_PHI * fast[t - 1] + fast_kick * fast_noise[t]
         log_price[t] = log_price[t - 1] + slow[t - 1] + fast[t - 1] + sigma[t] * shocks[t]
-    close = np.exp(log_price)
+    return log_price, slow, fast
+
+
+def _bars(
+    rng: np.random.Generator, close: np.ndarray, sigma: np.ndarray, regime: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The daily ``open, high, low, close, volume`` columns around the closes."""
+    n = len(close)
     gap = 0.002 * rng.standard_normal(n)
     open_ = np.concatenate([[close[0]], close[:-1]]) * np.exp(gap)
     spread = sigma * np.abs(rng.standard_normal((2, n))) * 0.8
     high = np.maximum(open_, close) * np.exp(spread[0])
     low = np.minimum(open_, close) * np.exp(-spread[1])
     volume = np.exp(15 + 0.5 * regime + 0.3 * rng.standard_normal(n) + 8 * np.abs(np.log(close / open_)))
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
 
+
+def _indicators(
+    rng: np.random.Generator,
+    close: np.ndarray,
+    log_price: np.ndarray,
+    shocks: np.ndarray,
+    slow: np.ndarray,
+    fast: np.ndarray,
+    regime: np.ndarray,
+) -> list[Callable[[], np.ndarray]]:
+    """The kinds of indicator column, in order; each call makes one (drawing its noise then)."""
+    n = len(close)
     returns = np.diff(log_price, prepend=log_price[0])
     next_shock = np.concatenate([shocks[1:], [0.0]])
 
@@ -356,27 +426,16 @@ def synthetic_frame(rows: int = 3000, features: int = 20, seed: int = 0) -> pd.D
     def noise(scale: float = 1.0) -> np.ndarray:
         return scale * rng.standard_normal(n)
 
-    kinds = [
-        lambda: fast / fast_scale + noise(0.5),
-        lambda: fast / fast_scale + noise(1.0),
+    return [
+        lambda: fast / _FAST_SCALE + noise(0.5),
+        lambda: fast / _FAST_SCALE + noise(1.0),
         lambda: next_shock + noise(1.5),
         lambda: regime + noise(0.5),
         lambda: np.log(close / ema(close, 10)) * 20,
         lambda: pd.Series(returns).rolling(20, min_periods=1).sum().to_numpy() * 10,
         lambda: ema(np.abs(returns), 10) * 100,
         lambda: ema(noise(), 5),
-        lambda: slow / slow_scale + noise(1.0),
+        lambda: slow / _SLOW_SCALE + noise(1.0),
         lambda: np.log(ema(close, 5) / ema(close, 30)) * 20,
         lambda: noise(),
     ]
-    columns: dict[str, np.ndarray] = {
-        "date": pd.bdate_range("2000-01-03", periods=n).to_numpy(),
-        "open": open_,
-        "high": high,
-        "low": low,
-        "close": close,
-        "volume": volume,
-    }
-    for i in range(features - 5):
-        columns[f"x{i + 1:02d}"] = kinds[i % len(kinds)]()
-    return pd.DataFrame(columns)

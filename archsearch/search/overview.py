@@ -10,9 +10,14 @@ from typing import Any
 
 import optuna
 
+from archsearch.budget import format_budget
 from archsearch.config import Config
-from archsearch.engine import CELL_ATTR, Engine, make_storage, model_spec
-from archsearch.records import ALL_COLUMNS, CellSummary, trial_record
+from archsearch.outputs import CSV_NAME, atomic_write, best_json_path, per_horizon_files, write_json
+from archsearch.records import ALL_COLUMNS, CellSummary, cell_of, is_recorded, trial_record
+from archsearch.search.engine import Engine
+from archsearch.search.matrix import model_spec
+from archsearch.storage import make_storage
+from archsearch.training.memory import activation_shape
 
 
 def _mean_value(config: Config, name: str) -> float:
@@ -37,7 +42,8 @@ def plan_rows(config: Config) -> list[dict[str, Any]]:
     for cell in engine.cells():
         data = datasets[cell.horizon]
         spec = model_spec(config, data)
-        tokens = spec.num_patches * (spec.num_features if config.model.variant == "patchtst-ci" else 1)
+        shape = activation_shape(engine.plugins.variant(config.model.variant), cell.architectures[0], spec, 1)
+        tokens = shape.sequences * shape.tokens  # per sample
         windows = int(data.split_info["train"]["windows"])
         params = [a.param_count for a in cell.architectures]
         mean_params = fmean(params)
@@ -75,18 +81,14 @@ def experiment_studies(
     found = [
         s
         for s in storage.get_all_studies()
-        if s.study_name.startswith(f"{config.experiment}_")
-        and CELL_ATTR in s.user_attrs
-        and wanted(s.user_attrs[CELL_ATTR])
+        if s.study_name.startswith(f"{config.experiment}_") and cell_of(s) is not None and wanted(cell_of(s))
     ]
-    found.sort(
-        key=lambda s: (s.user_attrs[CELL_ATTR]["budget"], s.user_attrs[CELL_ATTR]["horizon"], s.study_name)
-    )
+    found.sort(key=lambda s: (cell_of(s)["budget"], cell_of(s)["horizon"], s.study_name))
     return [optuna.load_study(study_name=s.study_name, storage=storage) for s in found]
 
 
 def _summary(config: Config, study: optuna.Study) -> CellSummary:
-    cell = study.user_attrs[CELL_ATTR]
+    cell = cell_of(study)
     return CellSummary.from_trials(config.experiment, cell["budget"], cell["horizon"], study)
 
 
@@ -118,21 +120,23 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
 
 def export(config: Config) -> list[Path]:
     """Rebuild ``experiment_results.csv`` and the best JSON files from the storage alone."""
-    from archsearch.plugins.sinks import CSV_NAME, JsonSink, atomic_write
-
     storage = make_storage(config)
     out_dir = config.output_path
+    per_horizon = per_horizon_files(config)
     rows = []
     written = []
-    json_sink = JsonSink(out_dir, config)
     for study in experiment_studies(config, storage):
-        for t in study.get_trials(deepcopy=False):
-            if t.state.is_finished() and not t.user_attrs.get("surplus"):
-                rows.append(trial_record(t, study.study_name))
+        rows += [
+            trial_record(t, study.study_name) for t in study.get_trials(deepcopy=False) if is_recorded(t)
+        ]
         summary = _summary(config, study)
-        json_sink.cell_finished(summary)
-        if summary.best_trial is not None:
-            written.append(json_sink.path_for(summary))
+        doc = summary.best_json()
+        if doc is not None:
+            path = best_json_path(
+                out_dir, summary.experiment, format_budget(summary.budget), summary.horizon, per_horizon
+            )
+            write_json(path, doc)
+            written.append(path)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ALL_COLUMNS, extrasaction="ignore")
     writer.writeheader()

@@ -1,0 +1,108 @@
+"""Checks across keys, and of a value's meaning, run after a config has structured."""
+
+from __future__ import annotations
+
+from archsearch.budget import format_budget
+from archsearch.config.messages import unknown_key_message
+from archsearch.config.schema import NAME_PATTERN, SEARCHABLE, Config
+from archsearch.device import device_problem
+from archsearch.space.grid import SPACES
+
+
+def problems(config: Config) -> list[str]:
+    """Every problem that involves more than one key, or a value's meaning."""
+    return _matrix(config) + _run(config) + _model(config) + _sharing(config) + _training(config)
+
+
+def _matrix(config: Config) -> list[str]:
+    """The experiment's name, budgets, horizons and band."""
+    out = []
+    if not NAME_PATTERN.match(config.experiment) or config.experiment in {".", ".."}:
+        out.append(
+            f"experiment: {config.experiment!r} cannot name files and studies; use letters, digits, "
+            "'-', '_' and '.' only, not starting with '.' or '-'"
+        )
+    fixed = config.model.architecture
+    if not config.budgets and fixed is None:
+        out.append(
+            "budgets: expected at least one budget (e.g. [2M, 20M]), or model.architecture for a fixed one"
+        )
+    if config.budgets and fixed is not None:
+        out.append(
+            "budgets: model.architecture fixes the architecture; remove budgets or the fixed architecture"
+        )
+    if len(set(config.budgets)) != len(config.budgets):
+        out.append(f"budgets: {[format_budget(b) for b in config.budgets]} lists a budget twice")
+    if not config.horizons:
+        out.append("horizons: expected at least one horizon (steps ahead), e.g. [1, 3, 5]")
+    for i, h in enumerate(config.horizons):
+        if h <= 0:
+            out.append(f"horizons[{i}]: expected a positive number of steps, got {h}")
+    if len(set(config.horizons)) != len(config.horizons):
+        out.append(f"horizons: {list(config.horizons)} lists a horizon twice")
+    if not 0 < config.tolerance < 1:
+        out.append(f"tolerance: expected a fraction strictly between 0 and 1, got {config.tolerance}")
+    return out
+
+
+def _run(config: Config) -> list[str]:
+    """Trials, device, timeout, the searched keys and the space."""
+    out = []
+    if config.n_trials <= 0:
+        out.append(f"n_trials: expected a positive number of trials per cell, got {config.n_trials}")
+    device = device_problem(config.training.device)
+    if device:
+        out.append(f"training.device: {device}")
+    if config.training.grad_clip is not None and config.training.grad_clip <= 0:
+        out.append(f"training.grad_clip: expected a positive number or null, got {config.training.grad_clip}")
+    if config.timeout_hours is not None and config.timeout_hours <= 0:
+        out.append(f"timeout_hours: expected a positive number of hours or null, got {config.timeout_hours}")
+    for key in config.training_search_space:
+        if key not in SEARCHABLE:
+            out.append(unknown_key_message("training_search_space", key, list(SEARCHABLE)))
+    if config.architecture.space not in SPACES:
+        out.append(
+            f"architecture.space: unknown space {config.architecture.space!r}; named spaces: {', '.join(SPACES)}"
+        )
+    return out
+
+
+def _model(config: Config) -> list[str]:
+    out = []
+    m = config.model
+    if m.patch_len > m.context_length:
+        out.append(
+            f"model.patch_len: {m.patch_len} must not exceed model.context_length ({m.context_length})"
+        )
+    for key in ("context_length", "patch_len", "stride"):
+        if getattr(m, key) <= 0:
+            out.append(f"model.{key}: expected a positive whole number, got {getattr(m, key)}")
+    return out
+
+
+def _sharing(config: Config) -> list[str]:
+    """How trials are allocated, shared between workers and written."""
+    out = []
+    if config.allocation.k <= 0:
+        out.append(
+            f"allocation.k: expected a positive number of trials per architecture, got {config.allocation.k}"
+        )
+    if not 0 < config.workers.heartbeat_interval < config.workers.grace_period:
+        out.append(
+            "workers: expected 0 < heartbeat_interval < grace_period, got "
+            f"{config.workers.heartbeat_interval} and {config.workers.grace_period}"
+        )
+    if not config.sinks:
+        out.append("sinks: expected at least one sink, e.g. [csv, json]")
+    return out
+
+
+def _training(config: Config) -> list[str]:
+    out = []
+    t = config.training
+    for key in ("learning_rate", "epochs", "batch_size"):
+        if getattr(t, key) <= 0:
+            out.append(f"training.{key}: expected a positive value, got {getattr(t, key)}")
+    if not 0 <= t.dropout < 1:
+        out.append(f"training.dropout: expected a fraction in [0, 1), got {t.dropout}")
+    return out

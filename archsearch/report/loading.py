@@ -1,0 +1,234 @@
+"""The report's data: an experiment's trials read from its Optuna storage (given a config, or an
+output directory holding ``archsearch.db``) or from ``experiment_results.csv`` alone, one
+:class:`CellReport` per cell (budget x horizon) with its counts, best trial and parameter importance.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from archsearch.budget import parse_budget
+from archsearch.config import DB_NAME
+from archsearch.errors import ArchsearchError
+from archsearch.outputs import CSV_NAME
+from archsearch.report.cells import CellReport, ReportData, best_row, typed_row
+from archsearch.report.importance import rank_importance, storage_importance
+
+REPORT_DIR = "report"
+STUDY_NAME = re.compile(r"^(?P<experiment>.+)_(?P<budget>[0-9.]+[KMBGT]?)_h(?P<horizon>\d+)$")
+
+
+# -- reading -------------------------------------------------------------------------------------
+def load(source: str | Path, storage: str | None = None) -> ReportData:
+    """Read a config file, an output directory or a results CSV (see the module docstring)."""
+    path = Path(source)
+    if not path.exists():
+        raise ArchsearchError(
+            f"{path} does not exist; give the experiment's config file or its output directory"
+        )
+    if path.is_dir():
+        if storage is not None:
+            return load_storage(storage, path / REPORT_DIR)
+        db = path / DB_NAME
+        notes = []
+        if db.is_file():
+            try:
+                return load_storage(f"sqlite:///{db}", path / REPORT_DIR)
+            except ArchsearchError as exc:
+                notes.append(f"{db} could not be read ({exc}); the report is built from the CSV")
+        csv_path = path / CSV_NAME
+        if not csv_path.is_file():
+            raise ArchsearchError(
+                f"{csv_path} does not exist: {path} holds no results of archsearch (no {CSV_NAME} and "
+                f"no {DB_NAME}). Give the output directory of a run, or the experiment's config."
+            )
+        data = load_csv(csv_path, path / REPORT_DIR)
+        data.notes[:0] = notes
+        return data
+    if path.suffix.lower() == ".csv":
+        return load_csv(path, path.parent / REPORT_DIR)
+    return load_config_storage(path, storage)
+
+
+def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
+    """The studies of a config's experiment in its storage (running ones included)."""
+    from archsearch.config import apply_overrides, load_config
+    from archsearch.search.overview import experiment_studies
+    from archsearch.storage import make_storage, redact
+
+    config = load_config(path)
+    if storage is not None:
+        config = apply_overrides(config, storage=storage)
+    url = config.storage_url
+    _check_sqlite(url, f"run `python -m archsearch run {path}` first")
+    studies = experiment_studies(config, make_storage(config))
+    if not studies:
+        raise ArchsearchError(
+            f"storage {redact(url)} holds no study of experiment {config.experiment!r}; nothing to report "
+            f"yet (run `python -m archsearch run {path}` first)"
+        )
+    cells = [_cell_from_study(s, n_trials=config.n_trials) for s in studies]
+    found = {(c.budget, c.horizon) for c in cells}
+    for budget in config.budgets:  # cells of the config that have not started
+        for horizon in config.horizons:
+            if (budget, horizon) not in found:
+                cells.append(
+                    CellReport(
+                        config.experiment,
+                        budget,
+                        horizon,
+                        config.study_name(budget, horizon),
+                        config.direction,
+                        n_trials=config.n_trials,
+                        importance_note="not started",
+                    )
+                )
+    return ReportData(
+        title=config.experiment,
+        source=f"storage {redact(url)} (config {path})",
+        from_storage=True,
+        cells=sorted(cells, key=_cell_order),
+        default_output=config.output_path / REPORT_DIR,
+    )
+
+
+def _check_sqlite(url: str, hint: str) -> None:
+    if url.startswith("sqlite:///"):
+        file = Path(url.removeprefix("sqlite:///"))
+        if not file.is_file():
+            raise ArchsearchError(f"storage file {file} does not exist: nothing to report yet ({hint})")
+
+
+def load_storage(url: str, default_output: Path) -> ReportData:
+    """Every archsearch cell study in a storage URL, of every experiment in it."""
+    import optuna
+
+    from archsearch.records import cell_of
+    from archsearch.storage import open_storage, redact
+
+    _check_sqlite(url, "give the experiment's config or its output directory")
+    storage = open_storage(url)
+    try:
+        names = sorted(s.study_name for s in storage.get_all_studies() if cell_of(s) is not None)
+    except Exception as exc:  # noqa: BLE001 - a storage we cannot read is the user's to fix
+        raise ArchsearchError(f"storage {redact(url)} cannot be read: {type(exc).__name__}: {exc}") from None
+    if not names:
+        raise ArchsearchError(f"storage {redact(url)} holds no archsearch study")
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in names]
+    cells = sorted((_cell_from_study(s) for s in studies), key=_cell_order)
+    experiments = sorted({c.experiment for c in cells})
+    return ReportData(
+        title=", ".join(experiments),
+        source=f"storage {redact(url)}",
+        from_storage=True,
+        cells=cells,
+        default_output=default_output,
+    )
+
+
+def _cell_order(c: CellReport) -> tuple[str, int, int]:
+    return (c.experiment, c.budget, c.horizon)
+
+
+def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
+    from optuna.trial import TrialState
+
+    from archsearch.records import CellSummary, cell_of, is_surplus, trial_record
+
+    info = cell_of(study)
+    direction = study.direction.name.lower()
+    cell = CellReport(
+        info.get("experiment", ""),
+        int(info["budget"]),
+        int(info["horizon"]),
+        study.study_name,
+        direction,
+        n_trials=n_trials,
+    )
+    counts = CellSummary(cell.experiment, cell.budget, cell.horizon, study.study_name, direction)
+    for t in study.get_trials(deepcopy=False):
+        counts.add(t)  # skips the claims a worker gave back (archsearch.search.coordination)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_surplus(t):
+            cell.trials.append(typed_row(trial_record(t, study.study_name)))
+    cell.n_complete, cell.n_pruned, cell.n_failed = counts.n_complete, counts.n_pruned, counts.n_failed
+    cell.n_running, cell.n_waiting = counts.n_running, counts.n_waiting
+    cell.best = best_row(cell.trials, direction)
+    storage_importance(cell, study)
+    return cell
+
+
+def load_csv(path: Path, default_output: Path) -> ReportData:
+    """The cells of ``experiment_results.csv`` (finished trials only: no running ones)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ArchsearchError(f"{path} cannot be read as a results CSV: {exc}") from None
+    if not rows or "val_loss" not in rows[0]:
+        raise ArchsearchError(
+            f"{path} holds no trial rows of archsearch (expected the header of {CSV_NAME} and a row per trial)"
+        )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (
+            row.get("study_name")
+            or f"{row.get('experiment', '')}_{row.get('budget', '')}_h{row.get('horizon', '')}"
+        )
+        groups.setdefault(key, []).append(row)
+    cells = []
+    for name, group in groups.items():
+        where = _cell_key(name, group)
+        if where is None:
+            continue  # rows that name no budget and horizon cannot be placed in a cell
+        experiment, budget, horizon = where
+        cell = CellReport(experiment, budget, horizon, name)
+        for raw in group:
+            t = typed_row(raw)
+            state = t["state"]
+            if state == "COMPLETE":
+                cell.n_complete += 1
+            elif state == "PRUNED":
+                cell.n_pruned += 1
+            elif state == "FAIL":
+                cell.n_failed += 1
+            if state in ("COMPLETE", "PRUNED"):
+                cell.trials.append(t)
+        cell.best = best_row(cell.trials, cell.direction)
+        rank_importance(cell)
+        cells.append(cell)
+    if not cells:
+        raise ArchsearchError(f"{path}: no row names its budget and horizon (columns budget, horizon)")
+    cells.sort(key=_cell_order)
+    return ReportData(
+        title=", ".join(sorted({c.experiment for c in cells})),
+        source=f"CSV {path}",
+        from_storage=False,
+        cells=cells,
+        default_output=default_output,
+        notes=[
+            "Read from the results CSV, which records finished trials only: trials still running are "
+            f"not shown (report from the config, or from an output directory holding {DB_NAME}, for them)."
+        ],
+    )
+
+
+def _cell_key(name: str, group: Sequence[dict[str, Any]]) -> tuple[str, int, int] | None:
+    from archsearch.errors import BudgetError
+
+    for row in group:
+        try:
+            if row.get("budget") and str(row.get("horizon", "")).strip():
+                return row.get("experiment", ""), parse_budget(row["budget"]), int(float(row["horizon"]))
+        except (BudgetError, ValueError):
+            continue
+    match = STUDY_NAME.match(name)
+    if match:
+        try:
+            return match["experiment"], parse_budget(match["budget"]), int(match["horizon"])
+        except BudgetError:
+            return None
+    return None
