@@ -19,7 +19,18 @@ from archsearch.space.grid import (
     get_architectures_for_budget,
 )
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml holds the one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("archsearch")
+    except PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 #: Heavier names, imported on first use (optuna, torch, pandas, matplotlib).
 _LAZY = {

@@ -12,6 +12,11 @@ def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
+def _fraction_or_none(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None and not 0 <= value < 1:
+        raise ValueError(f"{attribute.name} must be a fraction in [0, 1) or null, got {value}")
+
+
 @attrs.frozen(order=True)
 class Architecture:
     """One transformer shape and its exact parameter count (for one model variant and spec)."""
@@ -41,7 +46,9 @@ class ModelSpec:
     ``n_outputs`` is the number of logits for a classification head and the horizon for a forecast
     head. ``n_targets`` is the number of forecast channels (the ``patchtst`` head emits
     ``n_outputs * n_targets`` values; the channel-independent head emits ``n_outputs`` per channel
-    and keeps ``target_channels``, by default the first ``n_targets``).
+    and keeps ``target_channels``, by default the first ``n_targets``). ``attention_dropout``
+    applies to the attention probabilities; null is the variant's own choice (``patchtst``: the
+    ``dropout``; ``patchtst-ci``: 0, as the official implementation).
     """
 
     num_features: int = attrs.field(default=20, validator=_positive)
@@ -53,6 +60,7 @@ class ModelSpec:
     n_targets: int = attrs.field(default=1, validator=_positive)
     dropout: float = 0.1
     head_dropout: float = 0.0
+    attention_dropout: float | None = attrs.field(default=None, validator=_fraction_or_none)
     # Options of the channel-independent variant (ignored by ``patchtst``).
     revin: bool = True
     revin_affine: bool = True

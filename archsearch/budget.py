@@ -10,6 +10,8 @@ from archsearch.errors import BudgetError
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 _PATTERN = re.compile(r"^(?P<num>\d+(?:_\d+)*(?:\.\d+)?)(?P<unit>[KMBGT]?)$", re.IGNORECASE)
 ACCEPTED_FORMS = "2M, 20m, 1.5B, 500K, 2_000_000 or 2000000 (a positive whole number of parameters)"
+#: The largest budget archsearch takes: 1000T parameters, far beyond any model it can build.
+MAX_BUDGET = 10**15
 
 
 def parse_budget(value: str | int) -> int:
@@ -23,9 +25,9 @@ def parse_budget(value: str | int) -> int:
     if isinstance(value, int):
         if value <= 0:
             raise BudgetError(f"budget {value} must be positive; accepted forms: {ACCEPTED_FORMS}")
-        return value
+        return _at_most_max(value, str(value))
     if isinstance(value, float) and value.is_integer() and value > 0:
-        return int(value)
+        return _at_most_max(int(value), repr(value))
     text = str(value).strip()
     match = _PATTERN.match(text)
     if not match:
@@ -38,7 +40,16 @@ def parse_budget(value: str | int) -> int:
         raise BudgetError(
             f"budget {text!r} is not a positive whole number of parameters; accepted forms: {ACCEPTED_FORMS}"
         )
-    return int(number)
+    return _at_most_max(int(number), repr(text))
+
+
+def _at_most_max(n: int, shown: str) -> int:
+    if n > MAX_BUDGET:
+        raise BudgetError(
+            f"budget {shown} is larger than any model archsearch can count (at most {MAX_BUDGET:.0e} "
+            f"parameters, 1000T); accepted forms: {ACCEPTED_FORMS}"
+        )
+    return n
 
 
 def format_budget(n: int) -> str:

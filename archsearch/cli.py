@@ -1,10 +1,14 @@
-"""``python -m archsearch``: the command line."""
+"""``python -m archsearch``: the command line.
+
+Exit status: 0 done; 2 an error in the config, the data, a plugin or the storage (one paragraph
+on stderr, no traceback); 3 a ``run``/``worker`` stopped by SIGINT, SIGTERM or a STOP file before
+the matrix was done (completed trials are kept: resume with the printed command); 130 a second
+Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -12,76 +16,8 @@ from collections.abc import Sequence
 
 from archsearch.errors import ArchsearchError
 
-
-def _add_grid(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("grid", help="list the architectures within a parameter budget")
-    p.add_argument("--budget", required=True, help="e.g. 2M, 20m, 1.5B, 500K, 2_000_000")
-    p.add_argument("--num-features", type=int, default=20)
-    p.add_argument("--context-length", type=int, default=60)
-    p.add_argument("--patch-len", type=int, default=10)
-    p.add_argument("--stride", type=int, default=5)
-    p.add_argument("--tolerance", type=float, default=0.25)
-    p.add_argument("--model", default="patchtst", help="model variant (see `archsearch plugins`)")
-    p.add_argument("--space", default="default", help="named architecture space: default or design-2025")
-    p.add_argument("--generator", default="budget-grid")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.set_defaults(func=cmd_grid)
-
-
-def cmd_grid(args: argparse.Namespace) -> int:
-    from archsearch.architecture import ModelSpec
-    from archsearch.budget import format_budget, parse_budget
-    from archsearch.space.grid import extreme_labels, get_architectures_for_budget
-
-    try:
-        spec = ModelSpec(
-            num_features=args.num_features,
-            context_length=args.context_length,
-            patch_len=args.patch_len,
-            stride=args.stride,
-        )
-    except ValueError as exc:
-        raise ArchsearchError(f"grid: {exc}") from None
-    budget = parse_budget(args.budget)
-    archs = get_architectures_for_budget(
-        budget, args.space, spec, args.tolerance, variant=args.model, generator=args.generator
-    )
-    labels = extreme_labels(archs)
-    rows = [{**a.as_dict(), "extreme": "; ".join(labels[a])} for a in archs]
-    if args.format == "json":
-        print(
-            json.dumps(
-                {
-                    "budget": format_budget(budget),
-                    "budget_params": budget,
-                    "tolerance": args.tolerance,
-                    "model": args.model,
-                    "space": args.space,
-                    "count": len(archs),
-                    "architectures": rows,
-                },
-                indent=2,
-            )
-        )
-    elif args.format == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        print(out.getvalue(), end="")
-    else:
-        print(f"{'d_model':>8} {'n_layers':>8} {'n_heads':>7} {'d_ff':>6} {'param_count':>14}  extreme")
-        for r in rows:
-            print(
-                f"{r['d_model']:>8} {r['n_layers']:>8} {r['n_heads']:>7} {r['d_ff']:>6} "
-                f"{r['param_count']:>14,}  {r['extreme']}"
-            )
-        lo, hi = int(budget * (1 - args.tolerance)), int(budget * (1 + args.tolerance))
-        print(
-            f"{len(archs)} architectures of {args.model} within ±{args.tolerance:.0%} of "
-            f"{format_budget(budget)} ({lo:,}..{hi:,} parameters), space {args.space}"
-        )
-    return 0
+#: ``run``/``worker`` stopped (SIGINT, SIGTERM or STOP) before the matrix was done.
+EXIT_STOPPED = 3
 
 
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
@@ -92,19 +28,26 @@ def _add_plugins(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from archsearch.plugin.manager import get_plugin_manager
+    from archsearch.plugin.manager import DISABLE_AUTOLOAD_ENV, get_plugin_manager
 
-    infos = get_plugin_manager(args.plugin).info()
+    plugins = get_plugin_manager(args.plugin, keep_broken=True)
+    infos = plugins.info()
     if args.format == "json":
-        print(
-            json.dumps(
-                [{"name": i.name, "source": i.source, "provides": i.provides} for i in infos], indent=2
-            )
-        )
+        listed = [{"name": i.name, "source": i.source, "provides": i.provides} for i in infos]
+        listed += [{"name": b.name, "source": b.source, "broken": b.error} for b in plugins.broken]
+        print(json.dumps(listed, indent=2))
         return 0
     for i in infos:
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in i.provides.items())
         print(f"{i.name}\n    source:   {i.source}\n    provides: {provides or 'hooks only'}")
+    for b in plugins.broken:
+        print(f"{b.name}\n    source:   {b.source}\n    BROKEN:   failed to import: {b.error}")
+    if plugins.broken:
+        print(
+            f"{len(plugins.broken)} plugin(s) failed to import: every other command stops on them; fix or "
+            f"uninstall them, or set {DISABLE_AUTOLOAD_ENV}=1 to load no entry points",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -205,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.stopped:
         print(f"stopped ({result.stopped}); completed trials are kept. Resume with:\n  {resume_command()}")
         (config.output_path / "STOP").unlink(missing_ok=True)
+        return EXIT_STOPPED
     return 0
 
 
@@ -362,7 +306,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--generate",
         action="store_true",
-        help="(architectures) train the tabular benchmark into archsearch/bench/data/ first (a development checkout beside ../shared/data); resumes",
+        help="(architectures) train the tabular benchmark into archsearch/bench/data/ first (a development checkout; SPY data shipped as builtin:spy-daily); resumes",
     )
     p.set_defaults(func=cmd_bench)
 
@@ -390,8 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="archsearch",
         description="Find the best transformer architecture at each parameter budget.",
     )
+    from archsearch import __version__
+
+    parser.add_argument("--version", action="version", version=f"archsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_grid(sub)
+    from archsearch.cli_grid import add_grid
+
+    add_grid(sub)
     _add_plugins(sub)
     _add_config_commands(sub)
     _add_bench(sub)

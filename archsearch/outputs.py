@@ -24,6 +24,18 @@ def best_json_path(
     return Path(output_dir) / f"{experiment}_{budget_label}{suffix}_best.json"
 
 
+def check_output_dir(path: Path) -> None:
+    """An output directory that can be created: neither it nor a folder above it is a file."""
+    from archsearch.errors import ArchsearchError
+
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            where = "is a file" if folder == path else f"lies under {folder}, which is a file"
+            raise ArchsearchError(
+                f"output directory {path} {where}, not a directory; choose another --output (or output_dir)"
+            )
+
+
 def per_horizon_files(config: Any) -> bool:
     """Whether best files are per horizon: the config file lists several (a ``--horizon`` slice
     writes the full run's file names)."""

@@ -31,6 +31,8 @@ STUDY_ATTR = "archsearch"
 CELL_ATTR = "archsearch_cell"
 #: How many coverage trials were queued (set once they all are).
 COVERAGE_QUEUED = "coverage_enqueued"
+#: ``{prefix}{nonce}``: one process's session on the study (its sampler seed's nonce).
+SESSION_PREFIX = "archsearch_session:"
 # -- on a trial ---------------------------------------------------------------------------------
 SETUP, RESULT = "setup", "result"
 COVERAGE, RETRY_OF, FAIL_REASON = "coverage", "retry_of", "fail_reason"
@@ -58,6 +60,12 @@ def fingerprint_of(study: optuna.Study) -> dict[str, Any] | None:
 
 def write_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
     study.set_user_attr(STUDY_ATTR, fingerprint)
+
+
+def write_session(study: optuna.Study, nonce: int, info: dict[str, Any]) -> None:
+    """Record a session (one process opening the study) under its nonce: distinct keys, so
+    processes starting together never overwrite each other's."""
+    study.set_user_attr(f"{SESSION_PREFIX}{nonce:016x}", info)
 
 
 def coverage_queued(study: optuna.Study) -> int:
@@ -122,10 +130,12 @@ def write_result(trial: optuna.Trial, result: Any) -> None:
             "epochs_run": result.epochs_run,
             "val_metrics": _finite(result.val_metrics),
             "test_loss": result.test_loss,
+            "test_metrics": _finite(getattr(result, "test_metrics", {})),
             "device": str(result.device),
             "samples_per_s": round(result.samples_per_s, 1),
             "compile_s": round(getattr(result, "compile_s", 0.0), 2),
             "step_kind": getattr(result, "step_kind", ""),
+            "precision": getattr(result, "precision", ""),
         },
     )
 
@@ -178,8 +188,20 @@ EXTRA_COLUMNS = (
     "step_kind",
     "coverage",
     "fail_reason",
+    # Added later, so at the end (older files keep their order and gain these).
+    "val_predicted_positive_rate",
+    "test_accuracy",
+    "test_auc",
+    "test_positive_rate",
+    "test_predicted_positive_rate",
+    "test_mae",
+    "precision",
 )
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
+#: Every metric a task computes (``archsearch.data.tasks.task_metrics``): one column per split,
+#: ``val_<metric>`` and ``test_<metric>``, from the stored ``val_metrics`` and ``test_metrics``.
+METRICS = ("accuracy", "auc", "positive_rate", "predicted_positive_rate", "mae")
+METRIC_SPLITS = ("val", "test")
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
 TRAINING_FIELDS = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout")
 
@@ -215,7 +237,6 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
     else:
         val_loss = ""
     training = u.get("training", {})
-    metrics = u.get("val_metrics", {})
     budget = u.get("budget")
     row: dict[str, Any] = {
         "experiment": u.get("experiment", ""),
@@ -233,10 +254,11 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "study_name": study_name,
         "best_epoch": u.get("best_epoch", ""),
         "epochs_run": u.get("epochs_run", ""),
-        "val_accuracy": metrics.get("accuracy", ""),
-        "val_auc": metrics.get("auc", ""),
-        "val_positive_rate": metrics.get("positive_rate", ""),
-        "val_mae": metrics.get("mae", ""),
+        **{
+            f"{split}_{name}": u.get(f"{split}_metrics", {}).get(name, "")
+            for split in METRIC_SPLITS
+            for name in METRICS
+        },
         "test_loss": u.get("test_loss", ""),
         "baseline_loss": u.get("baseline_loss", ""),
         "device": u.get("device", ""),
@@ -245,6 +267,7 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "step_kind": u.get("step_kind", ""),
         "coverage": u.get("coverage", False),
         "fail_reason": u.get("fail_reason", ""),
+        "precision": u.get("precision", ""),
     }
     return {k: ("" if v is None else v) for k, v in row.items()}
 
@@ -329,6 +352,8 @@ class CellSummary:
             "trial": t.number,
             "val_metrics": u.get("val_metrics", {}),
             "test_loss": u.get("test_loss"),
+            "test_metrics": u.get("test_metrics", {}),
+            "precision": u.get("precision"),
             "baseline_loss": u.get("baseline_loss"),
             "split": u.get("split", {}),
         }

@@ -51,6 +51,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         ) from None
 
 
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal URL names (None for any other storage)."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    if url.startswith("journal:") or url.endswith(".journal"):
+        return Path(url.removeprefix("journal:"))
+    return None
+
+
 def _open_rdb(url: str) -> optuna.storages.RDBStorage:
     import optuna
 

@@ -22,8 +22,8 @@
 #            they are installed into /tmp/archsearch-site and put on PYTHONPATH first. The GPU
 #            machine's own python3 must already have torch, numpy, pandas, pyyaml, tqdm, pytest
 #            and hypothesis.
-#   DATA     a daily OHLCV CSV for the `run` stage (default .gpudata/SPY_daily.csv when present,
-#            else the embedded synthetic market).
+#   DATA     a daily OHLCV CSV for the `run` stage (default archsearch/data/builtin/SPY_daily.csv, the
+#            SPY bars shipped with the package).
 #   DEVICE   the `run` stage's device (default cuda; cpu: a dry run of the flow on the CPU).
 #   PYTHON   the interpreter (default python3).
 #
@@ -50,7 +50,7 @@ print(f"archsearch from {archsearch.__file__}; optuna {optuna.__version__}; torc
 EOF
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-if [ -z "${DATA:-}" ] && [ -f .gpudata/SPY_daily.csv ]; then DATA=.gpudata/SPY_daily.csv; fi
+if [ -z "${DATA:-}" ] && [ -f archsearch/data/builtin/SPY_daily.csv ]; then DATA=archsearch/data/builtin/SPY_daily.csv; fi
 status=0
 for stage in ${*:-tests run bench-quick}; do
   echo "=== $stage ($(date -u +%H:%M:%S))"

@@ -10,15 +10,26 @@ from torch import nn
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention with a fused QKV projection; optional residual attention (RealFormer)."""
+    """Self-attention with a fused QKV projection; optional residual attention (RealFormer).
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float, res_attention: bool = False) -> None:
+    ``dropout`` applies to the attention probabilities, ``proj_dropout`` to the output projection
+    (the official PatchTST's ``attn_dropout`` and ``proj_dropout``)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float,
+        res_attention: bool = False,
+        proj_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        self.proj_drop = nn.Dropout(proj_dropout)
         self.res_attention = res_attention
 
     def forward(
@@ -36,7 +47,7 @@ class MultiHeadAttention(nn.Module):
         else:
             scores = None
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        return self.out(y.transpose(1, 2).reshape(b, n, d)), scores
+        return self.proj_drop(self.out(y.transpose(1, 2).reshape(b, n, d))), scores
 
 
 class _BatchNormTokens(nn.BatchNorm1d):
@@ -55,7 +66,13 @@ def make_norm(kind: str, d_model: int) -> nn.Module:
 
 
 class EncoderLayer(nn.Module):
-    """Attention and feed-forward blocks with residuals; pre-norm or post-norm."""
+    """Attention and feed-forward blocks with residuals; pre-norm or post-norm.
+
+    ``dropout`` applies inside the feed-forward block (after the activation) and to each residual
+    branch; ``attention_dropout`` (default: ``dropout``, as ``patchtst`` always had it) to the
+    attention probabilities and ``proj_dropout`` (default 0) to the attention's output projection.
+    ``patchtst-ci`` passes the official layout: ``attention_dropout`` 0 unless set, and
+    ``proj_dropout = dropout``."""
 
     def __init__(
         self,
@@ -66,9 +83,12 @@ class EncoderLayer(nn.Module):
         norm: str = "layer",
         pre_norm: bool = True,
         res_attention: bool = False,
+        attention_dropout: float | None = None,
+        proj_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout, res_attention)
+        attention_p = dropout if attention_dropout is None else attention_dropout
+        self.attn = MultiHeadAttention(d_model, n_heads, attention_p, res_attention, proj_dropout)
         self.ff = nn.Sequential(
             nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from archsearch import hookimpl
 from archsearch.outputs import CSV_NAME, atomic_write, best_json_path, per_horizon_files, write_json
@@ -31,6 +32,7 @@ class CsvSink:
         self.path = Path(output_dir) / CSV_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock = FileLock(self.lock_path, thread_local=False)
         self.seen: set[tuple[str, str]] = set()
         self.offset = 0
         with self._locked():
@@ -43,12 +45,9 @@ class CsvSink:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with self.lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        # filelock: fcntl.flock on POSIX, msvcrt.locking on Windows; an exclusive, blocking lock.
+        with self.lock:
+            yield
 
     def _load_or_migrate(self) -> None:
         with self.path.open(newline="") as f:

@@ -7,8 +7,8 @@ import pytest
 from archsearch.plugin.manager import Plugins, get_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-SPY_CSV = SHARED_DATA / "SPY_daily.csv"
+#: The SPY daily bars shipped with the package (archsearch/data/builtin/).
+SPY_SOURCE = "builtin:spy-daily"
 
 
 @pytest.fixture
@@ -18,7 +18,6 @@ def pm() -> Plugins:
 
 
 @pytest.fixture
-def spy_csv() -> Path:
-    if not SPY_CSV.exists():
-        pytest.skip(f"real data not found at {SPY_CSV} (the shared/ folder beside the checkout)")
-    return SPY_CSV
+def spy_csv() -> str:
+    """The real data as a ``data.source`` value."""
+    return SPY_SOURCE

@@ -184,11 +184,12 @@ def test_overrides_replace_and_revalidate():
         apply_overrides(config, n_trials=0)
 
 
+# Ranges inside every sampled parameter's domain (all >= 1): out-of-domain ones are refused.
 ranges = st.one_of(
-    st.tuples(st.floats(1e-6, 1.0), st.floats(1.0, 10.0)).map(
+    st.tuples(st.floats(1.0, 10.0), st.floats(10.0, 100.0)).map(
         lambda t: {"type": "log_uniform", "low": t[0], "high": t[1]}
     ),
-    st.tuples(st.floats(-5, 0), st.floats(0, 5)).map(
+    st.tuples(st.floats(1, 5), st.floats(5, 10)).map(
         lambda t: {"type": "uniform", "low": t[0], "high": t[1]}
     ),
     st.tuples(st.integers(1, 50), st.integers(50, 500)).map(
@@ -219,3 +220,110 @@ def test_config_round_trips(space, budgets, horizons, n_trials):
     again = structure(yaml.safe_load(yaml.safe_dump(to_dict(config))))
     assert again == config
     assert list(config.budgets) == budgets
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"training": {"lr_schedule": {"kind": "exponential", "gamma": 1.5}}},
+            "training.lr_schedule.gamma: must be a number in (0, 1], got 1.5",
+        ),
+        (
+            {"training": {"lr_schedule": {"kind": "cosine", "gamma": 0.5}}},
+            "training.lr_schedule.gamma: must not be set with kind cosine (it is a key of kind exponential)",
+        ),
+        (
+            {"training": {"lr_schedule": {"kind": "expo"}}},
+            "training.lr_schedule.kind: expected one of 'cosine', 'constant', 'exponential', 'onecycle', got 'expo'",
+        ),
+        (
+            {"training": {"lr_schedule": {"kind": "onecycle", "pct_start": 1.2}}},
+            "training.lr_schedule.pct_start: must be a number in (0, 1), got 1.2",
+        ),
+        (
+            {"training": {"lr_schedule": {"kind": "exponential", "hold_epochs": -1}}},
+            "training.lr_schedule.hold_epochs: must be a whole number >= 0, got -1",
+        ),
+        (
+            {"training": {"lr_schedule": {"kind": "exponential", "gama": 0.9}}},
+            "training.lr_schedule.gama: unknown key; did you mean 'gamma'?",
+        ),
+        (
+            {"training": {"lr_schedule": {"kind": "onecycle"}, "warmup_steps": 100}},
+            "training.warmup_steps: must be 0 with lr_schedule kind onecycle",
+        ),
+        (
+            {
+                "training": {"lr_schedule": {"kind": "onecycle"}},
+                "training_search_space": {"warmup_steps": {"type": "int", "low": 0, "high": 10}},
+            },
+            "training_search_space.warmup_steps: lr_schedule kind onecycle warms up by itself",
+        ),
+        (
+            {"training": {"precision": "fp16"}},
+            "training.precision: expected one of 'auto', 'bf16', 'fp32', got 'fp16'",
+        ),
+        ({"training": {"drop_last": 0}}, "training.drop_last: expected true or false, got 0"),
+        (
+            {"model": {"attention_dropout": 1.0}},
+            "model.attention_dropout: must be a fraction in [0, 1) or null, got 1.0",
+        ),
+        (
+            {"split": {"context_from_previous": "yes"}},
+            'split.context_from_previous: expected true or false, got "yes"',
+        ),
+    ],
+)
+def test_the_papers_keys_are_checked(extra, message):
+    found = problems_of({"experiment": "x", "budgets": ["2M"], **extra})
+    assert any(p.startswith(message) for p in found), found
+
+
+def test_the_papers_keys_read_and_round_trip():
+    config = load_config(REPO / "configs" / "paper" / "patchtst_etth1.yaml")
+    t = config.training
+    assert (t.lr_schedule.kind, t.lr_schedule.gamma, t.lr_schedule.hold_epochs) == ("exponential", 0.9, 4)
+    assert (t.drop_last, t.precision, t.learning_rate, t.batch_size, t.epochs, t.seed) == (
+        True,
+        "fp32",
+        1e-4,
+        128,
+        100,
+        2021,
+    )
+    assert (t.weight_decay, t.grad_clip, t.dropout, t.patience) == (0.0, None, 0.3, None)
+    assert config.split.context_from_previous and config.split.train_rows == (0, 8640)
+    assert (config.model.attention_dropout, config.model.revin_affine, config.model.head_dropout) == (
+        0.0,
+        False,
+        0.0,
+    )
+    assert config.horizons == (96, 192, 336, 720) and config.data.source == "data/ETTh1.csv"
+    defaults = structure({"experiment": "x", "budgets": ["2M"]})
+    assert defaults.training.lr_schedule.kind == "cosine" and defaults.training.drop_last
+    assert defaults.training.precision == "auto" and not defaults.split.context_from_previous
+    assert defaults.model.attention_dropout is None
+
+
+def test_new_training_keys_reach_the_trainer():
+    """train_settings copies every TrainConfig field the config's training section has, by name."""
+    import attrs
+
+    from archsearch.search.objective import train_settings
+    from archsearch.training.settings import LRSchedule
+
+    config = structure(
+        {
+            "experiment": "x",
+            "budgets": ["2M"],
+            "training": {
+                "lr_schedule": {"kind": "onecycle", "pct_start": 0.25},
+                "drop_last": False,
+                "precision": "bf16",
+            },
+        }
+    )
+    settings = train_settings(attrs.asdict(config.training), seed=3)
+    assert settings.lr_schedule == LRSchedule("onecycle", pct_start=0.25)
+    assert (settings.drop_last, settings.precision, settings.seed) == (False, "bf16", 3)

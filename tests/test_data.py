@@ -12,13 +12,11 @@ import pytest
 from archsearch.data.sources import DataConfig, load_frame, synthetic_frame
 from archsearch.errors import DataError
 
-SPY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SPY_daily.csv"
+SPY = "builtin:spy-daily"
 
 
 @pytest.fixture
-def spy() -> Path:
-    if not SPY.exists():
-        pytest.skip(f"real data not found at {SPY} (the shared/ folder beside the checkout)")
+def spy() -> str:
     return SPY
 
 
@@ -304,3 +302,21 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"not a parquet file")
     assert f"data file '{path}' could not be read" in error_of(DataConfig(source=str(path)))
+
+
+def test_builtin_source_is_package_data_and_unknown_names_are_listed() -> None:
+    from importlib import resources
+
+    assert resources.files("archsearch.data").joinpath("builtin", "SPY_daily.csv").is_file()
+    frame = load_frame(DataConfig(source="builtin:spy-daily"))
+    assert frame.n_rows == 5241 and "builtin:spy-daily" in frame.source
+    with pytest.raises(ValueError, match="built-in sources are: builtin:spy-daily"):
+        DataConfig(source="builtin:spy")
+
+
+def test_nothing_in_the_repository_reads_data_outside_it() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    files = [*repo.glob("configs/**/*.yaml"), *repo.glob("tests/*.py"), *repo.glob("benchmarks/*")]
+    files += [*repo.glob("archsearch/**/*.py"), *repo.glob("docs/*.md")]
+    needle = "shared" + "/data"
+    assert [str(f) for f in files if f.is_file() and needle in f.read_text(errors="ignore")] == []

@@ -1,5 +1,6 @@
 """Each variant's closed-form estimator equals the built model's parameter count."""
 
+import attrs
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -38,6 +39,8 @@ def small_configs(draw):
         revin_affine=draw(st.booleans()),
         norm=draw(st.sampled_from(["batch", "layer"])),
         padding_patch=draw(st.sampled_from(["end", "none"])),
+        dropout=draw(st.sampled_from([0.0, 0.3])),
+        attention_dropout=draw(st.sampled_from([None, 0.0, 0.2])),
     )
     return arch, spec
 
@@ -83,3 +86,81 @@ def test_known_count_of_the_spec_table_model():
 def test_heads_do_not_change_the_count():
     counts = {estimate_param_count(256, 4, h, 1024) for h in (2, 4, 8, 16, 32)}
     assert len(counts) == 1
+
+
+def dropout_layout(model: torch.nn.Module) -> dict[str, float]:
+    """Each kind of dropout in the first encoder layer (and after the positional embedding)."""
+    layer = model.layers[0]
+    return {
+        "embedding": model.drop.p,
+        "attention_probabilities": layer.attn.dropout,
+        "attention_projection": layer.attn.proj_drop.p,
+        "feed_forward": layer.ff[2].p,
+        "residual": layer.drop.p,
+    }
+
+
+def test_patchtst_ci_places_dropout_as_the_official_code(pm):
+    """PatchTST_supervised/layers/PatchTST_backbone.py: dropout after the positional embedding,
+    on the attention output projection (proj_dropout), inside the feed-forward block and on each
+    residual branch; attn_dropout (0 unless set) on the attention probabilities."""
+    arch = Architecture(16, 2, 4, 32)
+    spec = ModelSpec(num_features=3, context_length=32, patch_len=8, stride=4, dropout=0.3)
+    official = pm.variant("patchtst-ci").build(arch, spec)
+    assert dropout_layout(official) == {
+        "embedding": 0.3,
+        "attention_probabilities": 0.0,
+        "attention_projection": 0.3,
+        "feed_forward": 0.3,
+        "residual": 0.3,
+    }
+    with_attention = pm.variant("patchtst-ci").build(arch, attrs.evolve(spec, attention_dropout=0.1))
+    assert dropout_layout(with_attention)["attention_probabilities"] == 0.1
+    # patchtst keeps its layout: the dropout on the attention probabilities, none on the projection.
+    joint = pm.variant("patchtst").build(arch, spec)
+    assert dropout_layout(joint) == {
+        "embedding": 0.3,
+        "attention_probabilities": 0.3,
+        "attention_projection": 0.0,
+        "feed_forward": 0.3,
+        "residual": 0.3,
+    }
+    assert (
+        dropout_layout(pm.variant("patchtst").build(arch, attrs.evolve(spec, attention_dropout=0.0)))[
+            "attention_probabilities"
+        ]
+        == 0.0
+    )
+
+
+def test_the_attention_projection_dropout_acts_in_training_only():
+    from archsearch.plugins.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4, dropout=0.0, res_attention=True, proj_dropout=0.5)
+    x = torch.randn(64, 10, 16)
+    out, _ = attention.train()(x)
+    assert 0.4 < (out == 0).float().mean().item() < 0.6  # whole output entries dropped
+    clean, _ = attention.eval()(x)
+    assert (clean == 0).float().mean().item() == 0.0
+    torch.testing.assert_close(out[out != 0], 2 * clean[out != 0])
+
+
+@pytest.mark.parametrize(("horizon", "count"), [(96, 81_728), (192, 146_336), (336, 243_248), (720, 501_680)])
+def test_the_papers_etth1_model_counts(pm, horizon, count):
+    """PatchTST/42 on ETTh1: 7 channels, look-back 336, patch 16, stride 8, end padding (42
+    patches), d_model 16, 3 layers, 4 heads, d_ff 128, RevIN without affine."""
+    arch = Architecture(16, 3, 4, 128)
+    spec = ModelSpec(
+        num_features=7,
+        context_length=336,
+        patch_len=16,
+        stride=8,
+        head="forecast",
+        n_outputs=horizon,
+        n_targets=7,
+        revin_affine=False,
+    )
+    assert (
+        pm.variant("patchtst-ci").estimate(arch, spec) == count == built_count(pm, "patchtst-ci", arch, spec)
+    )

@@ -420,7 +420,12 @@ def test_train_reports_the_step_and_drops_the_ragged_batch_when_graphed(
     cfg = TrainConfig(learning_rate=3e-3, epochs=2, batch_size=32, warmup_steps=0)
     assert n_train % 32
     eager = train(tiny_model("patchtst", data), data, cfg)
-    assert (eager.step_kind, eager.eager_reason, eager.dropped_per_epoch) == ("eager", "not on CUDA (cpu)", 0)
+    # drop_last (the default) leaves the ragged batch out on the CPU too: one config, one training.
+    assert (eager.step_kind, eager.eager_reason, eager.dropped_per_epoch) == (
+        "eager",
+        "not on CUDA (cpu)",
+        n_train % 32,
+    )
     off = train(tiny_model("patchtst", data), data, attrs_evolve(cfg, cuda_graphs=False))
     assert off.eager_reason == "CUDA graphs off"
     assert [h["train_loss"] for h in off.history] == [h["train_loss"] for h in eager.history]
@@ -435,7 +440,53 @@ def test_train_reports_the_step_and_drops_the_ragged_batch_when_graphed(
     assert graphed.step_kind == "graphed" and graphed.eager_reason == ""
     assert graphed.dropped_per_epoch == n_train % 32 and fake.captures == 1
     assert graphed.epochs_run == 2 and all(math.isfinite(h["train_loss"]) for h in graphed.history)
-    assert graphed.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule spans the kept steps
+    # The same schedule over the same kept steps as the eager run.
+    assert [h["lr"] for h in graphed.history] == pytest.approx([h["lr"] for h in eager.history], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [{"kind": "exponential", "gamma": 0.9, "hold_epochs": 1}, {"kind": "onecycle", "pct_start": 0.4}],
+    ids=["exponential", "onecycle"],
+)
+def test_graphed_training_follows_every_schedule(monkeypatch: pytest.MonkeyPatch, schedule: dict) -> None:
+    """The graphed step reads the rate the one scheduler object writes, as the eager step does."""
+    data = tiny_data()
+    cfg = TrainConfig(learning_rate=3e-3, epochs=3, batch_size=32, warmup_steps=0, lr_schedule=schedule)
+    eager = train(tiny_model("patchtst", data), data, cfg)
+    fake = FakeCuda()
+    monkeypatch.setattr(
+        trainer, "make_step", functools.partial(make_step, capture=fake.capture, side_stream=fake.side_stream)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graphed = train(tiny_model("patchtst", data), data, cfg)
+    assert graphed.step_kind == "graphed" and fake.captures == 1
+    assert [h["lr"] for h in graphed.history] == pytest.approx([h["lr"] for h in eager.history], rel=1e-6)
+    assert len({h["lr"] for h in graphed.history}) == 3
+
+
+def test_drop_last_false_trains_every_window_eagerly_when_the_last_batch_is_ragged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A graphed step takes full batches only: with drop_last false and a ragged last batch the
+    run falls back to the eager step and says why; with no ragged batch it stays graphed."""
+    fake = FakeCuda()
+    monkeypatch.setattr(
+        trainer, "make_step", functools.partial(make_step, capture=fake.capture, side_stream=fake.side_stream)
+    )
+    data = tiny_data()
+    n_train = data.n_windows("train")
+    cfg = TrainConfig(learning_rate=3e-3, epochs=1, batch_size=32, warmup_steps=0, drop_last=False)
+    ragged = train(tiny_model("patchtst", data), data, cfg)
+    assert (ragged.step_kind, ragged.dropped_per_epoch, fake.captures) == ("eager", 0, 0)
+    assert ragged.eager_reason == (
+        f"drop_last is false and the last batch is ragged ({n_train % 32} of 32): "
+        "a graphed step takes full batches only"
+    )
+    divisor = next(b for b in range(16, 64) if n_train % b == 0)
+    whole = train(tiny_model("patchtst", data), data, attrs_evolve(cfg, batch_size=divisor))
+    assert (whole.step_kind, whole.dropped_per_epoch, fake.captures) == ("graphed", 0, 1)
 
 
 def attrs_evolve(cfg: TrainConfig, **changes) -> TrainConfig:
@@ -553,9 +604,14 @@ def test_graph_capture_equals_eager_losses_on_cuda() -> None:
 
 
 @needs_cuda
-def test_graphed_training_follows_the_learning_rate_schedule_on_cuda() -> None:
+@pytest.mark.parametrize(
+    ("schedule", "warmup"),
+    [({"kind": "cosine"}, 6), ({"kind": "exponential", "gamma": 0.5}, 0), ({"kind": "onecycle"}, 0)],
+    ids=["cosine", "exponential", "onecycle"],
+)
+def test_graphed_training_follows_the_learning_rate_schedule_on_cuda(schedule: dict, warmup: int) -> None:
     """The scheduler updates the captured learning-rate tensor in place (torch >= 2.4): graphed
-    and eager training give the same losses under warmup and cosine decay."""
+    and eager training give the same losses and rates under every schedule."""
     data = tiny_data()
     n = data.n_windows("train")
     batch = next(b for b in range(64, 0, -1) if n % b == 0)  # no ragged batch: the same steps
@@ -568,13 +624,14 @@ def test_graphed_training_follows_the_learning_rate_schedule_on_cuda() -> None:
                 epochs=4,
                 batch_size=batch,
                 learning_rate=1e-2,
-                warmup_steps=6,
+                warmup_steps=warmup,
                 cuda_graphs=graphs,
                 device="cuda",
+                lr_schedule=schedule,
             ),
         )
         assert result.step_kind == ("graphed" if graphs else "eager")
-        history[graphs] = [h["train_loss"] for h in result.history]
+        history[graphs] = [(h["train_loss"], h["lr"]) for h in result.history]
     torch.testing.assert_close(history[True], history[False], rtol=2e-2, atol=2e-3)
 
 

@@ -136,16 +136,24 @@ def test_entry_point_plugin_is_loaded_with_its_distribution(tmp_path, monkeypatc
     sys.modules.pop("fancy_plugin", None)
 
 
-def test_broken_entry_point_names_plugin_module_and_distribution(tmp_path, monkeypatch):
+def test_broken_entry_point_names_plugin_module_and_distribution(tmp_path, monkeypatch, capsys):
     make_distribution(tmp_path, "bad-dist", "bad", "bad_plugin", "raise RuntimeError('boom at import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(PluginError) as info:
         get_plugin_manager()
     assert str(info.value) == (
         "plugin 'bad' (bad_plugin, from distribution bad-dist 1.2) failed to import: "
-        "RuntimeError: boom at import"
+        "RuntimeError: boom at import; uninstall or fix it, or set ARCHSEARCH_DISABLE_PLUGIN_AUTOLOAD=1 "
+        "to load no entry points"
     )
-    assert main(["plugins"]) == 2
+    # `archsearch plugins` still lists everything, the broken one as broken.
+    capsys.readouterr()
+    assert main(["plugins"]) == 0
+    out, err = capsys.readouterr()
+    assert "archsearch.plugins.budget_grid" in out
+    assert "bad\n    source:   entry point bad_plugin, from distribution bad-dist 1.2" in out
+    assert "BROKEN:   failed to import: RuntimeError: boom at import" in out
+    assert "ARCHSEARCH_DISABLE_PLUGIN_AUTOLOAD=1" in err
 
 
 def test_plugins_cli_lists_builtins(capsys):
@@ -207,3 +215,17 @@ def test_non_editable_install_lists_builtins_and_has_no_top_level_plugins(tmp_pa
     assert (venv / "site" / "archsearch" / "plugins" / "patchtst" / "__init__.py").exists()
     # The tabular benchmark's table is package data: `bench architectures` runs from a wheel too.
     assert (venv / "site" / "archsearch" / "bench" / "data" / "architectures_spy_100K.csv").exists()
+
+
+def test_grid_loads_plugin_modules_and_documents_every_flag(throwaway, capsys):
+    import json
+
+    from archsearch.cli import build_parser, main
+
+    argv = ["grid", "--budget", "300", "--tolerance", "0.5", "--model", "toy", "--generator", "every-other"]
+    assert main([*argv, "--plugin", throwaway, "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["model"] == "toy" and listed["count"] >= 1
+    assert all(150 <= a["param_count"] <= 450 for a in listed["architectures"])
+    grid = build_parser()._subparsers._group_actions[0].choices["grid"]
+    assert all(a.help for a in grid._actions), [a.dest for a in grid._actions if not a.help]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +18,7 @@ from archsearch.data.tasks import TaskConfig, roc_auc, threshold_labels
 from archsearch.data.windows import PreparedData, prepare
 from archsearch.errors import DataError
 
-SPY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "SPY_daily.csv"
+SPY = "builtin:spy-daily"
 
 
 def row_frame(n: int, seed: int = 0) -> LoadedFrame:
@@ -201,9 +202,7 @@ def test_batch_by_index_and_to_device() -> None:
 
 
 def test_split_by_dates(tmp_path: Path) -> None:
-    if not SPY.exists():
-        pytest.skip(f"real data not found at {SPY}")
-    frame = load_frame(DataConfig(source=str(SPY)))
+    frame = load_frame(DataConfig(source=SPY))
     split = SplitConfig(method="dates", val_start="2015-01-01", test_start="2018-01-01")
     data = prepare(frame, TaskConfig(), split, horizon=5, context_length=60)
     info = data.split_info
@@ -294,3 +293,68 @@ def test_task_config_validation() -> None:
 def test_window_ends() -> None:
     assert window_ends((10, 20), context_length=3, horizon=2).tolist() == [12, 13, 14, 15, 16, 17]
     assert window_ends((0, 4), context_length=3, horizon=2).tolist() == []
+
+
+# --- split.context_from_previous: inputs may reach back, targets never do -----------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split_cases())
+def test_context_from_previous_keeps_targets_inside_their_split(
+    case: tuple[int, SplitConfig, int, int],
+) -> None:
+    n, split, context, horizon = case
+    split = attrs.evolve(split, context_from_previous=True)
+    data = prepare(row_frame(n), TaskConfig(kind="forecast", targets=("row",)), split, horizon, context)
+    targets: dict[str, set[int]] = {}
+    for name, (start, end) in split_ranges(n, split).items():
+        x, y = data.batch(name)
+        inputs, labels = rows_of(data, x[:, :, 0]), rows_of(data, y[:, :, 0])
+        np.testing.assert_array_equal(inputs[:, -1] + 1, labels[:, 0])
+        np.testing.assert_array_equal(np.diff(inputs, axis=1), 1)
+        assert labels.min() >= start and labels.max() < end, f"{name} scores rows outside [{start}, {end})"
+        assert inputs.min() >= (start if name == "train" else 0)
+        # Every window whose labels fit: a validation or test window's labels start at the split's
+        # first row (or as soon as context_length rows exist before it); training stays inside.
+        first_label = start + context if name == "train" else max(start, context)
+        assert labels[0, 0] == first_label and labels[-1, -1] == end - 1
+        assert len(labels) == end - first_label - horizon + 1 == data.split_info[name]["windows"]
+        targets[name] = set(labels.ravel().tolist())
+    assert not targets["train"] & targets["val"] and not targets["val"] & targets["test"]
+    assert not targets["train"] & targets["test"]
+    # Training windows and the scaler are the same as without it.
+    plain = prepare(
+        row_frame(n),
+        TaskConfig(kind="forecast", targets=("row",)),
+        attrs.evolve(split, context_from_previous=False),
+        horizon,
+        context,
+    )
+    assert torch.equal(plain.x_train, data.x_train) and torch.equal(plain.y_train, data.y_train)
+    np.testing.assert_array_equal(plain.scaler_mean, data.scaler_mean)
+
+
+def test_ett_borders_give_the_papers_window_counts() -> None:
+    """The ETT hourly borders, look-back 336, horizon 96: 8,209 / 2,785 / 2,785 windows with the
+    inputs reaching back (the papers' protocol), 2,449 validation and test windows without."""
+    split = SplitConfig(method="rows", train_rows=(0, 8640), val_rows=(8640, 11520), test_rows=(11520, 14400))
+    task = TaskConfig(kind="forecast", targets=("row",))
+    counts = {}
+    for reach in (True, False):
+        data = prepare(row_frame(17_420), task, attrs.evolve(split, context_from_previous=reach), 96, 336)
+        counts[reach] = tuple(data.n_windows(s) for s in ("train", "val", "test"))
+        first_val_input = rows_of(data, data.batch("val", torch.tensor([0]))[0][:, :, 0])[0, 0]
+        assert first_val_input == (8640 - 336 if reach else 8640)
+    assert counts == {True: (8209, 2785, 2785), False: (8209, 2449, 2449)}
+    assert window_ends((8640, 11520), 336, 96, reach_back=True)[[0, -1]].tolist() == [8639, 11423]
+
+
+def test_context_from_previous_too_few_rows() -> None:
+    split = SplitConfig(
+        method="rows", train_rows=(0, 50), val_rows=(50, 53), test_rows=(53, 70), context_from_previous=True
+    )
+    with pytest.raises(DataError, match=r"A val window needs its horizon 4 label rows inside the split"):
+        prepare(row_frame(100), TaskConfig(), split, 4, 10)
+    # Three rows of horizon 3 are enough when the inputs may come from before the split.
+    data = prepare(row_frame(100), TaskConfig(), attrs.evolve(split), 3, 10)
+    assert data.n_windows("val") == 1

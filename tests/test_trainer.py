@@ -18,9 +18,10 @@ from archsearch.device import resolve_device
 from archsearch.errors import ArchsearchError, TrialFailed
 from archsearch.plugins.patchtst import build as build_patchtst
 from archsearch.plugins.patchtst_ci import build as build_patchtst_ci
-from archsearch.training.settings import EpochResult, TrainConfig
+from archsearch.training.schedules import epoch_rates, make_scheduler
+from archsearch.training.settings import EpochResult, LRSchedule, TrainConfig
 from archsearch.training.steps import accumulate_gradients, retry_on_oom
-from archsearch.training.trainer import evaluate, seed_everything, train, warmup_cosine
+from archsearch.training.trainer import autocast_dtype, evaluate, seed_everything, train, warmup_cosine
 
 
 @pytest.fixture(autouse=True)
@@ -228,7 +229,7 @@ class NaNAfter(nn.Module):
 
 def test_non_finite_loss_fails_the_trial() -> None:
     data = small_data()
-    steps = math.ceil(data.n_windows("train") / 32)
+    steps = data.n_windows("train") // 32  # drop_last: full batches only
     model = NaNAfter(make_model("patchtst", data), n=steps + 2)  # epoch 2, step 2
     with pytest.raises(TrialFailed, match=r"^non-finite training loss at epoch 2 step 2$"):
         train(model, data, fast(epochs=3))
@@ -297,8 +298,13 @@ def test_result_fields_and_schedule() -> None:
     result = train(make_model("patchtst", data), data, cfg)
     assert result.device == "cpu" and result.duration_s > 0 and result.samples_per_s > 0
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at zero
-    assert max(h["lr"] for h in result.history) <= cfg.learning_rate
+    # "lr" is the rate of each epoch's last step: the cosine over every kept step, near 0 at the end.
+    steps = data.n_windows("train") // 32
+    factor = warmup_cosine(4, 3 * steps)
+    assert [h["lr"] for h in result.history] == pytest.approx(
+        [cfg.learning_rate * factor(e * steps - 1) for e in (1, 2, 3)], rel=1e-6
+    )
+    assert 0 < result.history[-1]["lr"] < 0.01 * cfg.learning_rate
     assert math.isfinite(result.test_loss) and 0 <= result.test_metrics["accuracy"] <= 1
     assert result.as_dict()["best_val_loss"] == result.best_val_loss
 
@@ -358,3 +364,179 @@ def test_compile_is_optional_and_its_time_is_reported(monkeypatch) -> None:
     assert result.compile_s > 0 and plain.compile_s == 0.0
     assert result.step_kind == "eager" and result.eager_reason == "torch.compile is on"
     assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in plain.history]
+
+
+# --- learning-rate schedules, drop_last, precision --------------------------------------------
+
+
+def flat(pairs: list[tuple[float, float]]) -> list[float]:
+    return [r for pair in pairs for r in pair]
+
+
+def step_rates(cfg: TrainConfig, steps_per_epoch: int, lr: float | torch.Tensor) -> list[float]:
+    """The rate of every step under ``make_scheduler``, on an optimizer whose rate is ``lr``."""
+    param = nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.AdamW([param], lr=lr)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    rates = []
+    for _ in range(steps_per_epoch * cfg.epochs):
+        if isinstance(lr, torch.Tensor):
+            assert optimizer.param_groups[0]["lr"] is lr  # filled in place, never replaced
+        rates.append(float(optimizer.param_groups[0]["lr"]))
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def onecycle_rate(lr: float, step: int, total: int, pct_start: float) -> float:
+    """torch's OneCycleLR (cosine annealing, two phases, no momentum) written out."""
+    start, peak, end = lr / 25, lr, lr / 25 / 1e4
+    up_end = pct_start * total - 1
+    if step <= up_end:
+        a, b, pct = start, peak, step / up_end
+    else:
+        a, b, pct = peak, end, (step - up_end) / (total - 1 - up_end)
+    return b + (a - b) / 2 * (1 + math.cos(math.pi * pct))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "expected"),
+    [
+        # type3: epochs 1..4 at the base rate, then x0.9 per epoch.
+        ({"kind": "exponential", "gamma": 0.9, "hold_epochs": 4}, 0, lambda k, s, n: 0.9 ** max(0, k - 4)),
+        # The default hold_epochs 1: torch's ExponentialLR stepped per epoch.
+        ({"kind": "exponential", "gamma": 0.5}, 0, lambda k, s, n: 0.5 ** (k - 1)),
+        ({"kind": "constant"}, 0, lambda k, s, n: 1.0),
+        ({"kind": "constant"}, 6, lambda k, s, n: min(1.0, (s + 1) / 6)),
+        (
+            {"kind": "exponential", "gamma": 0.8, "hold_epochs": 1},
+            3,
+            lambda k, s, n: min(1, (s + 1) / 3) * 0.8 ** (k - 1),
+        ),
+        ({"kind": "cosine"}, 2, lambda k, s, n: warmup_cosine(2, n)(s)),
+    ],
+    ids=["type3", "exponential", "constant", "constant-warmup", "exponential-warmup", "cosine"],
+)
+def test_each_schedule_follows_its_formula_per_step(schedule: dict, warmup: int, expected) -> None:
+    cfg = TrainConfig(learning_rate=1e-3, epochs=7, warmup_steps=warmup, lr_schedule=schedule)
+    steps = 4
+    rates = flat(epoch_rates(cfg, steps))
+    want = flat(
+        [
+            tuple(1e-3 * expected(k, s, steps * 7) for s in ((k - 1) * steps, k * steps - 1))
+            for k in range(1, 8)
+        ]
+    )
+    assert rates == pytest.approx(want, rel=1e-9)
+
+
+def test_onecycle_is_torchs_one_cycle_per_batch() -> None:
+    cfg = TrainConfig(learning_rate=1e-3, epochs=5, warmup_steps=0, lr_schedule={"kind": "onecycle"})
+    steps = 10
+    scheduler_rates = flat(epoch_rates(cfg, steps))
+    want = flat(
+        [
+            (onecycle_rate(1e-3, (k - 1) * steps, 50, 0.3), onecycle_rate(1e-3, k * steps - 1, 50, 0.3))
+            for k in range(1, 6)
+        ]
+    )
+    assert scheduler_rates == pytest.approx(want, rel=1e-6)
+    assert scheduler_rates[0] == pytest.approx(4e-5) and scheduler_rates[-1] == pytest.approx(4e-9)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "constant", "exponential", "onecycle"])
+def test_every_schedule_fills_a_tensor_learning_rate_in_place(kind: str) -> None:
+    """A CUDA graph reads the optimizer's learning-rate tensor at its captured address: every
+    schedule writes into that tensor, never replaces it, and gives the same rates as with a
+    float rate (here a CPU tensor stands in for the capturable optimizer's CUDA one)."""
+    cfg = TrainConfig(learning_rate=1e-3, epochs=6, warmup_steps=0, lr_schedule={"kind": kind})
+    in_place = step_rates(cfg, 5, torch.tensor(1e-3))
+    assert in_place == pytest.approx(step_rates(cfg, 5, 1e-3), rel=1e-6)
+    assert in_place[::5] == pytest.approx([first for first, _ in epoch_rates(cfg, 5)], rel=1e-6)
+    if kind == "constant":
+        assert in_place == pytest.approx([1e-3] * 30)
+    else:
+        assert len(set(in_place)) > 5
+
+
+def test_training_follows_the_exponential_schedule() -> None:
+    data = small_data()
+    cfg = fast(
+        epochs=6, learning_rate=1e-3, lr_schedule={"kind": "exponential", "gamma": 0.9, "hold_epochs": 4}
+    )
+    result = train(make_model("patchtst", data), data, cfg)
+    # "lr" is the rate of each epoch's last step: epoch k trains at lr * 0.9 ** max(0, k - 4).
+    assert [h["lr"] for h in result.history] == pytest.approx(
+        [1e-3 * 0.9 ** max(0, k - 4) for k in range(1, 7)]
+    )
+
+
+def test_drop_last_is_the_same_on_every_device_and_evaluation_scores_every_window() -> None:
+    data = small_data()
+    n_train = data.n_windows("train")
+    assert n_train % 32
+    dropped = train(make_model("patchtst", data), data, fast())
+    kept = train(make_model("patchtst", data), data, fast(drop_last=False))
+    assert (dropped.dropped_per_epoch, kept.dropped_per_epoch) == (n_train % 32, 0)
+    assert dropped.history[0]["train_loss"] != kept.history[0]["train_loss"]
+    assert kept.eager_reason.startswith("drop_last is false and the last batch is ragged")
+    # Evaluation is not batched away: the test loss is that of every test window.
+    model = make_model("patchtst", data)
+    result = train(model, data, fast(eval_batch_size=7))
+    assert evaluate(model, data, "test", batch_size=10_000)[0] == pytest.approx(result.test_loss, rel=1e-5)
+
+
+def test_precision_is_chosen_and_recorded() -> None:
+    data = small_data()
+    auto = train(make_model("patchtst", data), data, fast(epochs=1))
+    fp32 = train(make_model("patchtst", data), data, fast(epochs=1, precision="fp32"))
+    bf16 = train(make_model("patchtst", data), data, fast(epochs=1, precision="bf16"))
+    assert (auto.precision, fp32.precision, bf16.precision) == ("fp32", "fp32", "bf16")
+    assert auto.history[0]["train_loss"] == fp32.history[0]["train_loss"]
+    assert bf16.history[0]["train_loss"] != fp32.history[0]["train_loss"]
+
+
+def test_autocast_dtype_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert autocast_dtype("auto", cuda) == torch.bfloat16 == autocast_dtype("bf16", cuda)
+    assert autocast_dtype("fp32", cuda) is None and autocast_dtype("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Old GPU")
+    assert autocast_dtype("auto", cuda) is None
+    with pytest.raises(TrialFailed, match="precision bf16: Old GPU does not support bfloat16"):
+        autocast_dtype("bf16", cuda)
+
+
+@pytest.mark.parametrize(
+    ("options", "text"),
+    [
+        ({"lr_schedule": {"kind": "step"}}, "kind must be one of cosine, constant, exponential, onecycle"),
+        ({"lr_schedule": {"kind": "exponential", "gamma": 0.0}}, r"gamma must be a number in \(0, 1\]"),
+        (
+            {"lr_schedule": {"kind": "exponential", "hold_epochs": -1}},
+            "hold_epochs must be a whole number >= 0",
+        ),
+        ({"lr_schedule": {"kind": "onecycle", "pct_start": 1.0}}, r"pct_start must be a number in \(0, 1\)"),
+        (
+            {"lr_schedule": {"kind": "constant", "pct_start": 0.3}},
+            "pct_start must not be set with kind constant",
+        ),
+        (
+            {"lr_schedule": {"kind": "onecycle"}, "warmup_steps": 5},
+            "warmup_steps must be 0 with lr_schedule kind onecycle",
+        ),
+        ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32"),
+    ],
+)
+def test_new_train_config_validation(options: dict, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        TrainConfig(**options)
+
+
+def test_schedule_defaults_of_each_kind() -> None:
+    assert TrainConfig().lr_schedule == LRSchedule("cosine", None, None, None)
+    assert LRSchedule("exponential") == LRSchedule("exponential", gamma=0.9, hold_epochs=1)
+    assert LRSchedule("onecycle").pct_start == 0.3
+    assert TrainConfig(lr_schedule={"kind": "constant"}).lr_schedule == LRSchedule("constant")
+    assert (TrainConfig().drop_last, TrainConfig().precision) == (True, "auto")

@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from archsearch.budget import format_budget
 from archsearch.config.messages import unknown_key_message
 from archsearch.config.schema import NAME_PATTERN, SEARCHABLE, Config
-from archsearch.device import device_problem
 from archsearch.space.grid import SPACES
 
 
 def problems(config: Config) -> list[str]:
     """Every problem that involves more than one key, or a value's meaning."""
-    return _matrix(config) + _run(config) + _model(config) + _sharing(config) + _training(config)
+    return (
+        _matrix(config)
+        + _run(config)
+        + _searched(config)
+        + _model(config)
+        + _sharing(config)
+        + _training(config)
+    )
+
+
+#: What each searchable training value may be: a test and its words.
+DOMAINS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "learning_rate": (lambda v: v > 0, "a positive number"),
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "warmup_steps": (lambda v: v >= 0, "0 or more"),
+    "dropout": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "grad_clip": (lambda v: v > 0, "a positive number"),
+}
+
+
+def _searched(config: Config) -> list[str]:
+    """Search ranges inside their parameter's domain (dropout 0.5..1.5 is not a search space)."""
+    out = []
+    for name, spec in config.training_search_space.items():
+        if name not in DOMAINS:
+            continue
+        ok, words = DOMAINS[name]
+        if spec.type == "categorical":
+            bad = [
+                c for c in spec.choices if not isinstance(c, int | float) or isinstance(c, bool) or not ok(c)
+            ]
+            if bad:
+                out.append(f"training_search_space.{name}.choices: {bad} outside {name}'s domain ({words})")
+            continue
+        for bound in ("low", "high"):
+            value = getattr(spec, bound)
+            if value is not None and not ok(value):
+                out.append(
+                    f"training_search_space.{name}.{bound}: {value} is outside {name}'s domain ({words})"
+                )
+    return out
 
 
 def _matrix(config: Config) -> list[str]:
@@ -50,9 +93,6 @@ def _run(config: Config) -> list[str]:
     out = []
     if config.n_trials <= 0:
         out.append(f"n_trials: expected a positive number of trials per cell, got {config.n_trials}")
-    device = device_problem(config.training.device)
-    if device:
-        out.append(f"training.device: {device}")
     if config.training.grad_clip is not None and config.training.grad_clip <= 0:
         out.append(f"training.grad_clip: expected a positive number or null, got {config.training.grad_clip}")
     if config.timeout_hours is not None and config.timeout_hours <= 0:
@@ -69,6 +109,10 @@ def _run(config: Config) -> list[str]:
 
 def _model(config: Config) -> list[str]:
     out = []
+    for key in ("d_model", "n_layers", "n_heads", "d_ff_ratios"):
+        values = getattr(config.architecture, key)
+        if values is not None and (not values or min(values) <= 0):
+            out.append(f"architecture.{key}: expected a list of positive whole numbers, got {list(values)}")
     m = config.model
     if m.patch_len > m.context_length:
         out.append(
@@ -105,4 +149,8 @@ def _training(config: Config) -> list[str]:
             out.append(f"training.{key}: expected a positive value, got {getattr(t, key)}")
     if not 0 <= t.dropout < 1:
         out.append(f"training.dropout: expected a fraction in [0, 1), got {t.dropout}")
+    if t.lr_schedule.kind == "onecycle" and "warmup_steps" in config.training_search_space:
+        out.append(
+            "training_search_space.warmup_steps: lr_schedule kind onecycle warms up by itself (pct_start)"
+        )
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ import attrs
 import cattrs
 import yaml
 from cattrs.errors import ClassValidationError
+from cattrs.gen import make_dict_structure_fn
 
 from archsearch.budget import parse_budget
 from archsearch.config.checks import problems
 from archsearch.config.messages import describe, describe_value, unknown_key_message
-from archsearch.config.schema import Budget, Config, ParamSpec
+from archsearch.config.schema import Budget, Config, Device, ParamSpec
+from archsearch.device import device_problem
 from archsearch.errors import BudgetError, ConfigError
 
 
@@ -104,7 +107,8 @@ def _param_spec(value: Any, _: type) -> ParamSpec:
                 problems.append((key, f"expected {want}, got {describe_value(raw)}"))
                 continue
             if (positive or key == "step") and number <= 0:
-                problems.append((key, f"expected {want}, got {describe_value(raw)}"))
+                wanted = want if positive else want.replace("a ", "a positive ", 1)
+                problems.append((key, f"expected {wanted}, got {describe_value(raw)}"))
                 continue
             out[key] = number
         if "low" in out and "high" in out and out["low"] > out["high"]:
@@ -126,15 +130,62 @@ def _param_spec(value: Any, _: type) -> ParamSpec:
     return ParamSpec(**out)
 
 
-def make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+def _device(value: Any, _: type) -> str:
+    name = _str(value, str)
+    problem = device_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+def _with_value_hooks(conv: cattrs.Converter) -> cattrs.Converter:
     conv.register_structure_hook(float, _float)
     conv.register_structure_hook(int, _int)
     conv.register_structure_hook(str, _str)
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook(Budget, _budget)
+    conv.register_structure_hook(Device, _device)
     conv.register_structure_hook(ParamSpec, _param_spec)
     conv.register_unstructure_hook(ParamSpec, ParamSpec.as_dict)
+    return conv
+
+
+def _list_only(structure_list: Any) -> Any:
+    """A list key given one value (``horizons: 3``) is an error saying so, not a string taken
+    apart letter by letter (``budgets: 25K``)."""
+
+    def hook(value: Any, cls: type) -> Any:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list, got {describe_value(value)} (write it as [{value}])")
+        return structure_list(value, cls)
+
+    return hook
+
+
+def _mapping_only(structure_section: Any) -> Any:
+    """A section given a plain value (``data: file.csv``) is an error saying a mapping is expected."""
+
+    def hook(value: Any, cls: type) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping of keys, got {describe_value(value)}")
+        return structure_section(value, cls)
+
+    return hook
+
+
+def make_converter() -> cattrs.Converter:
+    """The strict converter: the value hooks above, lists only as lists, sections only as mappings."""
+    plain = _with_value_hooks(cattrs.Converter(forbid_extra_keys=True, detailed_validation=True))
+    conv = _with_value_hooks(cattrs.Converter(forbid_extra_keys=True, detailed_validation=True))
+    conv.register_structure_hook_factory(
+        lambda t: typing.get_origin(t) is tuple, lambda t: _list_only(plain.get_structure_hook(t))
+    )
+    conv.register_structure_hook_factory(
+        lambda t: attrs.has(t) and t is not ParamSpec,
+        lambda t: _mapping_only(
+            make_dict_structure_fn(t, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True)
+        ),
+    )
     return conv
 
 

@@ -18,9 +18,11 @@ from archsearch.data.sources import DataConfig
 from archsearch.data.splits import SplitConfig
 from archsearch.data.tasks import TaskConfig
 from archsearch.space.grid import SPACES
-from archsearch.training.settings import TrainConfig
+from archsearch.training.settings import LRSchedule, Precision, TrainConfig, warmup_with_onecycle
 
 Budget = NewType("Budget", int)
+#: A device name, checked by :func:`archsearch.device.device_problem` while the file is read.
+Device = NewType("Device", str)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -74,7 +76,7 @@ class TrainingDefaults:
     dropout: float = default_of(TrainConfig, "dropout")
     grad_clip: float | None = default_of(TrainConfig, "grad_clip")
     patience: int | None = default_of(TrainConfig, "patience")
-    device: str = default_of(TrainConfig, "device")
+    device: Device = default_of(TrainConfig, "device")  # noqa: RUF009 - a str
     micro_batch_size: int | None = default_of(TrainConfig, "micro_batch_size")
     seed: int = default_of(TrainConfig, "seed")
     #: CPU threads for torch; null = 1 below 2M parameters (small models lose more to thread
@@ -85,6 +87,17 @@ class TrainingDefaults:
     #: ``torch.compile`` each trial's model (off: compiling costs more than a short trial saves);
     #: the compile time is recorded per trial (``compile_s`` in the CSV).
     compile: bool = default_of(TrainConfig, "compile")
+    #: The learning-rate schedule: ``{kind: cosine}`` (warmup then cosine, the default),
+    #: ``constant``, ``exponential`` (``gamma``, ``hold_epochs``) or ``onecycle`` (``pct_start``).
+    lr_schedule: LRSchedule = default_of(TrainConfig, "lr_schedule")  # noqa: RUF009 - frozen
+    #: Leave the ragged last batch of every epoch out, on every device.
+    drop_last: bool = default_of(TrainConfig, "drop_last")
+    #: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or ``fp32``; recorded per trial.
+    precision: Precision = default_of(TrainConfig, "precision")  # noqa: RUF009 - a str
+
+    def __attrs_post_init__(self) -> None:
+        if self.lr_schedule.kind == "onecycle" and self.warmup_steps:
+            raise ValueError(warmup_with_onecycle(self.warmup_steps))
 
 
 SEARCHABLE = ("learning_rate", "epochs", "batch_size", "weight_decay", "warmup_steps", "dropout", "grad_clip")
@@ -107,6 +120,10 @@ class ModelConfig:
     patch_len: int = default_of(ModelSpec, "patch_len")
     stride: int = default_of(ModelSpec, "stride")
     head_dropout: float = default_of(ModelSpec, "head_dropout")
+    attention_dropout: float | None = attrs.field(
+        default=default_of(ModelSpec, "attention_dropout"),
+        validator=attrs.fields(ModelSpec).attention_dropout.validator,
+    )
     revin: bool = default_of(ModelSpec, "revin")
     revin_affine: bool = default_of(ModelSpec, "revin_affine")
     norm: Literal["batch", "layer"] = default_of(ModelSpec, "norm")

@@ -4,6 +4,12 @@ A split is a range of rows ``[start, end)``. A window ending at row ``t`` reads 
 ``t - context_length + 1 .. t`` and its label from rows ``t + 1 .. t + horizon``; a split only
 holds windows whose inputs and label rows both lie inside it, so nothing crosses a split boundary
 (each boundary loses ``context_length + horizon - 1`` window ends: the purge gap).
+
+With ``context_from_previous`` (the long-term forecasting protocol of the ETT, Informer and
+PatchTST papers) a validation or test window's inputs may reach back into the rows before its
+split (never before row 0); its label rows still lie inside it, so no target row is used by two
+splits, and the first window's labels start at the split's first row. Training windows always
+stay inside the training rows, and the scaler is fit on the training rows only.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ class SplitConfig:
     ``fractions``: the first 70% of rows train, the next 15% validate, the last 15% test.
     ``dates``: training before ``val_start``, validation from ``val_start`` up to ``test_start``,
     test from ``test_start``. ``rows``: explicit ``[start, end)`` row ranges, in time order and not
-    overlapping (rows left out are unused).
+    overlapping (rows left out are unused). ``context_from_previous``: validation and test windows
+    may take their inputs from rows before their split (their labels never do).
     """
 
     method: Literal["fractions", "dates", "rows"] = "fractions"
@@ -58,6 +65,7 @@ class SplitConfig:
     train_rows: Range | None = attrs.field(default=None, validator=_row_range)
     val_rows: Range | None = attrs.field(default=None, validator=_row_range)
     test_rows: Range | None = attrs.field(default=None, validator=_row_range)
+    context_from_previous: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.method not in ("fractions", "dates", "rows"):
@@ -111,10 +119,19 @@ def split_ranges(
     return {name: (int(r[0]), int(r[1])) for name, r in ranges.items()}
 
 
-def window_ends(rows: Range, context_length: int, horizon: int) -> np.ndarray:
-    """End rows ``t`` of the windows inside ``rows``: ``start + L - 1 <= t <= end - 1 - horizon``."""
+def window_ends(rows: Range, context_length: int, horizon: int, reach_back: bool = False) -> np.ndarray:
+    """End rows ``t`` of the windows of ``rows``: ``start + L - 1 <= t <= end - 1 - horizon``, so
+    inputs and labels lie inside ``rows``. ``reach_back``: the inputs may come from rows before
+    ``start`` (not before row 0), the labels still start at ``start`` at the earliest:
+    ``max(start - 1, L - 1) <= t``."""
     start, end = rows
-    return np.arange(start + context_length - 1, end - horizon, dtype=np.int64)
+    first = max(start - 1, context_length - 1) if reach_back else start + context_length - 1
+    return np.arange(first, end - horizon, dtype=np.int64)
+
+
+def reaches_back(split: SplitConfig, name: str) -> bool:
+    """Whether the windows of split ``name`` may take inputs from rows before it."""
+    return split.context_from_previous and name != "train"
 
 
 def rows_needed(split: SplitConfig, per_split: int) -> int | None:

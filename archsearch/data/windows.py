@@ -16,7 +16,15 @@ import torch
 
 from archsearch.architecture import HeadKind, ModelSpec
 from archsearch.data.sources import LoadedFrame
-from archsearch.data.splits import SPLITS, Range, SplitConfig, rows_needed, split_ranges, window_ends
+from archsearch.data.splits import (
+    SPLITS,
+    Range,
+    SplitConfig,
+    reaches_back,
+    rows_needed,
+    split_ranges,
+    window_ends,
+)
 from archsearch.data.tasks import TaskConfig, TaskKind, constant_bce, threshold_labels
 from archsearch.errors import DataError
 
@@ -120,7 +128,10 @@ def prepare(
     if horizon < 1 or context_length < 1:
         raise ValueError(f"horizon and context_length must be positive, got {horizon} and {context_length}")
     ranges = split_ranges(frame.n_rows, split, frame.dates, frame.source)
-    _check_split_rows(frame, split, ranges, context_length, horizon)
+    all_ends = {
+        name: window_ends(ranges[name], context_length, horizon, reaches_back(split, name)) for name in SPLITS
+    }
+    _check_split_rows(frame, split, ranges, all_ends, context_length, horizon)
     values = frame.frame.to_numpy(dtype=np.float64)
     mean, std, scaled = _scale(values, ranges["train"])
     target_index = frame.column_index(frame.target_name)
@@ -128,7 +139,7 @@ def prepare(
         channels = (target_index,)
     else:
         channels = tuple(frame.column_index(n) for n in task.targets) if task.targets else (target_index,)
-    ends, labels = _windows(frame, task, ranges, values, scaled, channels, context_length, horizon)
+    ends, labels = _windows(frame, task, all_ends, values, scaled, channels, horizon)
     baseline = _baseline_loss(task, scaled, ends, labels, channels)
     return PreparedData(
         series=torch.from_numpy(scaled),
@@ -152,13 +163,25 @@ def prepare(
 
 
 def _check_split_rows(
-    frame: LoadedFrame, split: SplitConfig, ranges: dict[str, Range], context_length: int, horizon: int
+    frame: LoadedFrame,
+    split: SplitConfig,
+    ranges: dict[str, Range],
+    ends: dict[str, np.ndarray],
+    context_length: int,
+    horizon: int,
 ) -> None:
     """Raise :class:`DataError` unless every split holds at least one whole window."""
     per_split = context_length + horizon
-    short = {name: r for name, r in ranges.items() if r[1] - r[0] < per_split}
+    short = {name: ranges[name] for name in SPLITS if not len(ends[name])}
     if short:
         name, (start, end) = next(iter(short.items()))
+        if reaches_back(split, name):
+            raise DataError(
+                f"{frame.source}: too few rows. A {name} window needs its horizon {horizon} label rows "
+                f"inside the split and context_length {context_length} input rows before them (from "
+                f"earlier rows too, with split.context_from_previous), but the {name} split has "
+                f"{end - start} rows ({start}..{end - 1}); the data has {frame.n_rows} rows."
+            )
         total = rows_needed(split, per_split)
         overall = (
             f"With fractions {list(split.fractions)} that takes at least {total} rows; " if total else ""
@@ -183,21 +206,18 @@ def _scale(values: np.ndarray, train: Range) -> tuple[np.ndarray, np.ndarray, np
 def _windows(
     frame: LoadedFrame,
     task: TaskConfig,
-    ranges: dict[str, Range],
+    ends: dict[str, np.ndarray],
     values: np.ndarray,
     scaled: np.ndarray,
     channels: tuple[int, ...],
-    context_length: int,
     horizon: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Each split's window end rows and labels: threshold labels of the unscaled target, or the
-    scaled future values of the target ``channels``."""
+    """Each split's window end rows (``ends``) and labels: threshold labels of the unscaled target,
+    or the scaled future values of the target ``channels``."""
     if task.kind == "threshold":
         prices = values[:, channels[0]]
-    ends: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     for name in SPLITS:
-        ends[name] = window_ends(ranges[name], context_length, horizon)
         if task.kind == "threshold":
             e = ends[name]
             if (prices[e] <= 0).any():

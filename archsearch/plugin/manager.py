@@ -42,6 +42,15 @@ class PluginInfo:
 
 
 @attrs.frozen
+class BrokenPlugin:
+    """An entry point that failed to import (listed by ``archsearch plugins``, skipped there)."""
+
+    name: str
+    source: str
+    error: str
+
+
+@attrs.frozen
 class Registered(Generic[T]):
     entry: T
     plugin: str
@@ -50,16 +59,21 @@ class Registered(Generic[T]):
 class Plugins:
     """A plugin manager with one typed accessor per extension point."""
 
-    def __init__(self, config_plugins: Iterable[str] = (), autoload: bool | None = None) -> None:
+    def __init__(
+        self, config_plugins: Iterable[str] = (), autoload: bool | None = None, keep_broken: bool = False
+    ) -> None:
         self.pm = pluggy.PluginManager("archsearch")
         self.pm.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}
+        #: Where each plugin came from, as errors name it: ``distribution D V``, ``built-in``, ...
+        self.origins: dict[str, str] = {}
+        self.broken: list[BrokenPlugin] = []
         for module_name in BUILTIN_PLUGINS:
             self._register(importlib.import_module(module_name), module_name, "built-in")
         if autoload is None:
             autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
         if autoload:
-            self._load_entry_points()
+            self._load_entry_points(keep_broken)
         for module_name in config_plugins:
             self._load_module(module_name)
         self._check_pending()
@@ -68,7 +82,7 @@ class Plugins:
         }
 
     # -- loading -----------------------------------------------------------------------------
-    def _register(self, plugin: object, name: str, source: str) -> None:
+    def _register(self, plugin: object, name: str, source: str, origin: str | None = None) -> None:
         if self.pm.has_plugin(name) or self.pm.is_registered(plugin):
             raise PluginError(
                 f"plugin {name!r} ({source}) is registered twice: "
@@ -79,8 +93,9 @@ class Plugins:
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {name!r} ({source}) has an invalid hook: {exc}") from None
         self.sources[name] = source
+        self.origins[name] = origin or source
 
-    def _load_entry_points(self) -> None:
+    def _load_entry_points(self, keep_broken: bool) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else "unknown distribution"
             version = ep.dist.version if ep.dist is not None else "?"
@@ -93,11 +108,17 @@ class Plugins:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise PluginError(
+                message = (
                     f"plugin {ep.name!r} ({ep.value}, from distribution {dist} {version}) failed to import: "
                     f"{type(exc).__name__}: {exc}"
+                )
+                if keep_broken:
+                    self.broken.append(BrokenPlugin(ep.name, source, f"{type(exc).__name__}: {exc}"))
+                    continue
+                raise PluginError(
+                    f"{message}; uninstall or fix it, or set {DISABLE_AUTOLOAD_ENV}=1 to load no entry points"
                 ) from exc
-            self._register(plugin, ep.name, source)
+            self._register(plugin, ep.name, source, f"distribution {dist} {version}")
 
     def _load_module(self, module_name: str) -> None:
         try:
@@ -109,7 +130,7 @@ class Plugins:
             ) from exc
         if self.pm.is_registered(plugin):
             return  # listed in the config and also loaded through its entry point
-        self._register(plugin, module_name, "config")
+        self._register(plugin, module_name, "config", "listed under 'plugins' in the config")
 
     def _check_pending(self) -> None:
         try:
@@ -150,6 +171,12 @@ class Plugins:
             raise PluginError(f"unknown {kind} {name!r}; available {kind}s: {available}")
         return table[name].entry
 
+    def label(self, kind: str, name: str) -> str:
+        """``plugin 'P' (distribution D V)``: the plugin that registered ``kind`` ``name``, as errors
+        name it."""
+        plugin = self.registered[kind][name].plugin
+        return f"plugin {plugin!r} ({self.origins.get(plugin, '?')})"
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.registered[kind])
 
@@ -184,10 +211,13 @@ class Plugins:
 _DEFAULT: Plugins | None = None
 
 
-def get_plugin_manager(config_plugins: Iterable[str] = (), autoload: bool | None = None) -> Plugins:
+def get_plugin_manager(
+    config_plugins: Iterable[str] = (), autoload: bool | None = None, keep_broken: bool = False
+) -> Plugins:
     """A fresh manager: built-ins, the ``archsearch`` entry-point group (unless
-    ``ARCHSEARCH_DISABLE_PLUGIN_AUTOLOAD`` is set), then ``config_plugins`` modules."""
-    return Plugins(config_plugins, autoload)
+    ``ARCHSEARCH_DISABLE_PLUGIN_AUTOLOAD`` is set), then ``config_plugins`` modules. An entry point
+    that fails to import is an error, or with ``keep_broken`` listed in ``broken`` and skipped."""
+    return Plugins(config_plugins, autoload, keep_broken)
 
 
 def get_plugins() -> Plugins:

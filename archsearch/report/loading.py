@@ -57,20 +57,13 @@ def load(source: str | Path, storage: str | None = None) -> ReportData:
 def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
     """The studies of a config's experiment in its storage (running ones included)."""
     from archsearch.config import apply_overrides, load_config
-    from archsearch.search.overview import experiment_studies
-    from archsearch.storage import make_storage, redact
+    from archsearch.search.overview import existing_storage, experiment_studies
+    from archsearch.storage import redact
 
     config = load_config(path)
     if storage is not None:
         config = apply_overrides(config, storage=storage)
-    url = config.storage_url
-    _check_sqlite(url, f"run `python -m archsearch run {path}` first")
-    studies = experiment_studies(config, make_storage(config))
-    if not studies:
-        raise ArchsearchError(
-            f"storage {redact(url)} holds no study of experiment {config.experiment!r}; nothing to report "
-            f"yet (run `python -m archsearch run {path}` first)"
-        )
+    studies = experiment_studies(config, existing_storage(config, "report"))
     cells = [_cell_from_study(s, n_trials=config.n_trials) for s in studies]
     found = {(c.budget, c.horizon) for c in cells}
     for budget in config.budgets:  # cells of the config that have not started
@@ -89,7 +82,7 @@ def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
                 )
     return ReportData(
         title=config.experiment,
-        source=f"storage {redact(url)} (config {path})",
+        source=f"storage {redact(config.storage_url)} (config {path})",
         from_storage=True,
         cells=sorted(cells, key=_cell_order),
         default_output=config.output_path / REPORT_DIR,
@@ -97,8 +90,10 @@ def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
 
 
 def _check_sqlite(url: str, hint: str) -> None:
-    if url.startswith("sqlite:///"):
-        file = Path(url.removeprefix("sqlite:///"))
+    from archsearch.storage import storage_file
+
+    file = storage_file(url)
+    if file is not None:
         if not file.is_file():
             raise ArchsearchError(f"storage file {file} does not exist: nothing to report yet ({hint})")
 

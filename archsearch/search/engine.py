@@ -20,10 +20,13 @@ import optuna
 
 from archsearch.config import Config, structure
 from archsearch.errors import ConfigError
+from archsearch.outputs import check_output_dir
+from archsearch.plugin.contracts import CheckedSampler, calling
 from archsearch.plugin.manager import Plugins, get_plugin_manager
 from archsearch.records import CellSummary
 from archsearch.search import loop, workers
 from archsearch.search.coordination import recover_orphans
+from archsearch.search.identity import check_stored
 from archsearch.search.listeners import Listener, Listeners, LogLine, ProgressBars, SinkListener
 from archsearch.search.matrix import Cell, build_cells, load_data, prepare_data
 from archsearch.search.objective import Objective
@@ -104,22 +107,25 @@ class Engine:
 
     def listeners(self) -> Listeners:
         """The configured sinks, then the per-trial log line, then (on a terminal) the bars."""
-        named: dict[str, Listener] = {
-            name: SinkListener(self.plugins.sink(name).factory(self.output_dir, self.config))
-            for name in self.config.sinks
-        }
+        named: dict[str, Listener] = {}
+        for name in self.config.sinks:
+            with calling(self.plugins.label("sink", name), f"opening sink {name!r}"):
+                named[name] = SinkListener(self.plugins.sink(name).factory(self.output_dir, self.config))
         named["log line"] = LogLine()
         if self.progress is not None:
             named["progress bar"] = ProgressBars(self.progress)
         return Listeners(named)
 
-    def sampler(self, trials_before: int = 0) -> optuna.samplers.BaseSampler:
-        """The configured sampler, seeded with :func:`sampler_seed` for this process (``worker``)
-        joining a study that already holds ``trials_before`` trials."""
+    def sampler(self, trials_before: int = 0, nonce: int = 0) -> optuna.samplers.BaseSampler:
+        """The configured sampler for this process (``worker``) joining a study that already holds
+        ``trials_before`` trials, seeded with :func:`sampler_seed` and the session's ``nonce``;
+        its errors name its plugin."""
         s = self.config.sampler
-        return self.plugins.sampler(s.name).factory(
-            s.options, sampler_seed(s.seed, self.worker, trials_before)
-        )
+        label = self.plugins.label("sampler", s.name)
+        seed = sampler_seed(s.seed, self.worker == 0 and trials_before == 0, nonce)
+        with calling(label, f"building sampler {s.name!r}"):
+            inner = self.plugins.sampler(s.name).factory(s.options, seed)
+        return CheckedSampler(inner, label)
 
     def open_study(self, cell: Cell, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, Encoding]:
         return open_study(self.config, cell, storage, self.sampler)
@@ -127,8 +133,10 @@ class Engine:
     def run(self) -> RunResult:
         """Run every cell; with several local workers planned (GPU or ``workers.processes``),
         each budget's cells run in that many processes, then the results are read back."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        check_output_dir(self.output_dir)
         cells = self.cells()
+        check_stored(self.config, cells, make_storage(self.config))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         budgets = sorted({c.budget for c in cells})
         plans = [
             (b, workers.plan(self.config, [c for c in cells if c.budget == b], self.datasets()))
@@ -192,7 +200,8 @@ class Engine:
         if queued:
             log.info("%s: queued %d coverage trials (every architecture, extremes first)", cell.label, queued)
         data = self.datasets()[cell.horizon]
-        objective = Objective(self.config, cell, data, encoding, self.train_fn, self.build_fn)
+        variant = self.plugins.label("estimator", self.config.model.variant)
+        objective = Objective(self.config, cell, data, encoding, self.train_fn, self.build_fn, variant)
         return loop.run_cell(self.config, cell, study, objective, listeners, stop)
 
 

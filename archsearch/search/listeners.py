@@ -109,11 +109,12 @@ class ProgressBars(Listener):
             self.bar.trial(record, summary)
 
     def cell_finished(self, summary: CellSummary) -> None:
+        self.close()
+
+    def close(self) -> None:  # also at the end of a run stopped mid-cell
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-    close = cell_finished  # a run stopped mid-cell closes its bar too
 
 
 class Listeners:

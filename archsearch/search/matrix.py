@@ -11,6 +11,7 @@ from archsearch.architecture import Architecture, ModelSpec
 from archsearch.budget import format_budget
 from archsearch.config import Config
 from archsearch.errors import ArchsearchError
+from archsearch.plugin.contracts import calling
 from archsearch.plugin.manager import Plugins
 from archsearch.space.grid import extremes, get_architectures_for_budget
 
@@ -59,7 +60,8 @@ def build_cells(config: Config, plugins: Plugins, datasets: dict[int, Any]) -> l
     for horizon in config.horizons:
         spec = model_spec(config, datasets[horizon])
         if fixed is not None:
-            arch = attrs.evolve(fixed, param_count=variant.estimate(fixed, spec))
+            with calling(plugins.label("estimator", config.model.variant), f"estimating {fixed.key}"):
+                arch = attrs.evolve(fixed, param_count=variant.estimate(fixed, spec))
             budget_archs = [(arch.param_count, [arch])]
         else:
             budget_archs = [

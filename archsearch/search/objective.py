@@ -11,6 +11,7 @@ import optuna
 
 from archsearch.config import SEARCHABLE, Config
 from archsearch.errors import TrialFailed
+from archsearch.plugin.contracts import calling, check_model
 from archsearch.records import write_fail_reason, write_result, write_setup
 from archsearch.search.coordination import PID_NAMESPACE, WORKER
 from archsearch.search.matrix import Cell, model_spec
@@ -31,7 +32,11 @@ class Objective:
     encoding: Encoding
     train_fn: Callable[..., Any]
     build_fn: Callable[..., Any]
+    #: How errors name the variant's plugin (``plugin 'P' (distribution D V)``).
+    variant_label: str = "the model variant"
     on_epoch: Callable[[int, int, float], None] | None = None
+    #: Architectures whose first build was checked in this process (plugin.contracts.check_model).
+    checked: set[str] = attrs.Factory(set)
 
     def __call__(self, trial: optuna.Trial) -> float:
         from archsearch.training.trainer import seed_everything
@@ -52,7 +57,11 @@ class Objective:
         seed = config.training.seed + trial.number
         set_cpu_threads(config.training.cpu_threads, arch.param_count)
         seed_everything(seed)
-        model = self.build_fn(arch, model_spec(config, self.data, values["dropout"]))
+        with calling(self.variant_label, f"building {arch.key}"):
+            model = self.build_fn(arch, model_spec(config, self.data, values["dropout"]))
+        if arch.key not in self.checked:
+            check_model(model, arch, self.data, self.variant_label)
+            self.checked.add(arch.key)
         settings = train_settings(values, seed)
         try:
             result = self.train_fn(

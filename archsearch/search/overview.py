@@ -12,11 +12,19 @@ import optuna
 
 from archsearch.budget import format_budget
 from archsearch.config import Config
-from archsearch.outputs import CSV_NAME, atomic_write, best_json_path, per_horizon_files, write_json
+from archsearch.errors import ArchsearchError
+from archsearch.outputs import (
+    CSV_NAME,
+    atomic_write,
+    best_json_path,
+    check_output_dir,
+    per_horizon_files,
+    write_json,
+)
 from archsearch.records import ALL_COLUMNS, CellSummary, cell_of, is_recorded, trial_record
 from archsearch.search.engine import Engine
 from archsearch.search.matrix import model_spec
-from archsearch.storage import make_storage
+from archsearch.storage import open_storage, redact, storage_file
 from archsearch.training.memory import activation_shape
 
 
@@ -92,10 +100,28 @@ def _summary(config: Config, study: optuna.Study) -> CellSummary:
     return CellSummary.from_trials(config.experiment, cell["budget"], cell["horizon"], study)
 
 
+def existing_storage(config: Config, doing: str) -> optuna.storages.BaseStorage:
+    """The config's storage when it holds the experiment; else an error saying there is nothing
+    to ``doing`` yet, and nothing is created (no empty SQLite file, no output folder)."""
+    url = config.storage_url
+    hint = "run `python -m archsearch run` on this config first"
+    file = storage_file(url)
+    if file is not None and not file.is_file():
+        raise ArchsearchError(f"storage file {file} does not exist: nothing to {doing} yet ({hint})")
+    storage = open_storage(url)
+    prefix = f"{config.experiment}_"
+    if not any(s.study_name.startswith(prefix) and cell_of(s) for s in storage.get_all_studies()):
+        raise ArchsearchError(
+            f"storage {redact(url)} holds no study of experiment {config.experiment!r}; nothing to {doing} "
+            f"yet ({hint})"
+        )
+    return storage
+
+
 def status_rows(config: Config) -> list[dict[str, Any]]:
     """One row per cell study of the experiment in the storage; with budgets in the config, only
     its budgets and horizons (a ``--budget``/``--horizon`` slice shows its cells)."""
-    storage = make_storage(config)
+    storage = existing_storage(config, "show")
     rows = []
     for study in experiment_studies(config, storage, sliced=True):
         s = _summary(config, study)
@@ -120,7 +146,8 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
 
 def export(config: Config) -> list[Path]:
     """Rebuild ``experiment_results.csv`` and the best JSON files from the storage alone."""
-    storage = make_storage(config)
+    check_output_dir(config.output_path)
+    storage = existing_storage(config, "export")
     out_dir = config.output_path
     per_horizon = per_horizon_files(config)
     rows = []

@@ -25,7 +25,8 @@ class CellBar:
         self.bar.set_postfix_str(f"best {best} | {self.arch} {epoch}".rstrip(), refresh=True)
 
     def epoch(self, epoch: int, epochs: int, val_loss: float) -> None:
-        self._refresh(epoch=f"epoch {epoch + 1}/{epochs} val {val_loss:.4f}")
+        """``epoch`` counts from 1, as the trainer's ``EpochResult.epoch`` does."""
+        self._refresh(epoch=f"epoch {epoch}/{epochs} val {val_loss:.4f}")
 
     def trial(self, record: dict[str, Any], summary: CellSummary) -> None:
         self.arch = f"d{record['d_model']} L{record['n_layers']}"

@@ -4,6 +4,7 @@ this process, and its coverage trials queued once."""
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -15,11 +16,12 @@ from archsearch.errors import ArchsearchError
 from archsearch.records import (
     COVERAGE,
     coverage_queued,
-    fingerprint_of,
     mark_cell,
     write_coverage_queued,
-    write_fingerprint,
+    write_session,
 )
+from archsearch.search.coordination import WORKER
+from archsearch.search.identity import check_unchanged, fingerprint
 from archsearch.search.matrix import Cell, coverage_order
 from archsearch.space.encodings import Encoding, make_encoding
 
@@ -45,8 +47,11 @@ def open_study(
             f"study {cell.study_name!r} was created to {study.direction.name.lower()}; the config says "
             f"direction: {config.direction}"
         )
-    check_unchanged(study, search_space_fingerprint(config, cell, encoding))
-    study.sampler = sampler(storage.get_n_trials(study._study_id))
+    check_unchanged(study, fingerprint(config, cell, encoding))
+    trials_before = storage.get_n_trials(study._study_id)
+    nonce = secrets.randbits(63)
+    study.sampler = sampler(trials_before, nonce)
+    write_session(study, nonce, {"worker": WORKER, "trials_before": trials_before})
     mark_cell(study, config.experiment, cell.budget, cell.horizon)
     return study, encoding
 
@@ -63,50 +68,6 @@ def make_pruner(config: Config) -> optuna.pruners.BasePruner:
         return classes[name](**options)
     except TypeError as exc:
         raise ArchsearchError(f"pruner.options: {name} does not accept these options: {exc}") from None
-
-
-def search_space_fingerprint(config: Config, cell: Cell, encoding: Encoding) -> dict[str, Any]:
-    return {
-        "encoding": encoding.describe(),
-        "training_search_space": {k: v.as_dict() for k, v in sorted(config.training_search_space.items())},
-        "model": config.model.variant,
-    }
-
-
-def check_unchanged(study: optuna.Study, expected: dict[str, Any]) -> None:
-    """A study keeps its architecture list and search space; a change is a clear error."""
-    stored = fingerprint_of(study)
-    if stored is None:
-        if study.get_trials(deepcopy=False):
-            return  # a study made by hand or by an older version: nothing to compare
-        write_fingerprint(study, expected)
-        return
-    if stored == expected:
-        return
-    changes = []
-    old_arch = stored.get("encoding", {}).get("architectures", [])
-    new_arch = expected["encoding"]["architectures"]
-    if old_arch != new_arch:
-        added = [a for a in new_arch if a not in old_arch]
-        removed = [a for a in old_arch if a not in new_arch]
-        changes.append(
-            f"the architecture list changed ({len(old_arch)} -> {len(new_arch)}; "
-            f"added {added[:5] or 'none'}{'...' if len(added) > 5 else ''}, "
-            f"removed {removed[:5] or 'none'}{'...' if len(removed) > 5 else ''})"
-        )
-    old_ts, new_ts = stored.get("training_search_space", {}), expected["training_search_space"]
-    for key in sorted(set(old_ts) | set(new_ts)):
-        if old_ts.get(key) != new_ts.get(key):
-            changes.append(f"training_search_space.{key}: {old_ts.get(key)} -> {new_ts.get(key)}")
-    if stored.get("encoding", {}).get("name") != expected["encoding"]["name"]:
-        changes.append(f"encoding: {stored['encoding'].get('name')} -> {expected['encoding']['name']}")
-    if stored.get("model") != expected["model"]:
-        changes.append(f"model.variant: {stored.get('model')} -> {expected['model']}")
-    raise ArchsearchError(
-        f"study {study.study_name!r} in the storage was created with another search: {'; '.join(changes)}. "
-        "Resume it with the config it was started with, or give this search a new experiment name "
-        "(or output_dir/storage)."
-    )
 
 
 #: Seconds without a new trial after which a process waiting for another to queue the coverage
@@ -150,16 +111,16 @@ def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: 
     return len(order)
 
 
-def sampler_seed(seed: int | None, worker: int = 0, trials_before: int = 0) -> int | None:
+def sampler_seed(seed: int | None, first: bool, nonce: int) -> int | None:
     """The sampler seed of one process's session on a study.
 
     Processes that share a study must not share a sampler seed, nor may a resumed run reuse the
-    seed of the session before it: each sampler would draw the same random numbers again, and
-    propose the parameters already tried (in its random start-up trials, and in the TPE draws that
-    follow). Worker 0 opening an empty study keeps ``seed``, so a run in one process repeats a
-    seeded run exactly; any other (``worker``, ``trials_before``) gets a seed derived from all three
-    (NumPy's ``SeedSequence``), the same every time for the same triple. ``None`` stays ``None``.
+    seed of any session before it: each sampler would draw the same random numbers again, and
+    propose the parameters already tried. The ``first`` session (worker 0 opening an empty study)
+    keeps ``seed``, so a run in one process repeats a seeded run exactly; every other session
+    derives its seed from ``seed`` and its own random ``nonce`` (recorded on the study), never
+    from a count that two sessions can share. ``None`` stays ``None``.
     """
-    if seed is None or (worker == 0 and trials_before == 0):
+    if seed is None or first:
         return seed
-    return int(np.random.SeedSequence([seed % (1 << 64), worker, trials_before]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed % (1 << 64), nonce]).generate_state(1)[0])

@@ -59,7 +59,12 @@ def plan(config: Config, cells: list[Any], datasets: dict[int, Any]) -> list[Wor
     batch, micro = _max_batch(config), config.training.micro_batch_size
     trial_bytes = max(
         memory.estimate_trial_memory(
-            a, model_spec(config, datasets[c.horizon]), batch, micro, variant=config.model.variant
+            a,
+            model_spec(config, datasets[c.horizon]),
+            batch,
+            micro,
+            variant=config.model.variant,
+            amp=config.training.precision != "fp32",
         )
         for c in cells
         for a in c.architectures

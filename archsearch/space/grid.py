@@ -192,16 +192,28 @@ def get_architectures_for_budget(
 ) -> list[Architecture]:
     """The plan's main entry point: the candidate architectures for one budget, by count."""
     from archsearch.budget import parse_budget
+    from archsearch.plugin.contracts import calling, check_architectures
     from archsearch.plugin.manager import get_plugins
     from archsearch.plugin.registry import GridRequest
 
     plugins = plugins or get_plugins()
+    estimate = plugins.variant(variant).estimate
+    variant_label = plugins.label("estimator", variant)
+
+    def checked_estimate(arch: Architecture, spec: ModelSpec) -> int:
+        with calling(variant_label, f"estimating the parameters of {arch.key}"):
+            return estimate(arch, spec)
+
     request = GridRequest(
         budget=parse_budget(budget),
         space=get_space(space) if isinstance(space, str) else space,
         spec=spec or ModelSpec(),
         variant=variant,
         tolerance=tolerance,
-        estimate=plugins.variant(variant).estimate,
+        estimate=checked_estimate,
     )
-    return plugins.generator(generator).generate(request)
+    generate = plugins.generator(generator).generate
+    label = plugins.label("generator", generator)
+    with calling(label, f"generating architectures for budget {request.budget:,}"):
+        archs = generate(request)
+    return check_architectures(archs, request, label)

@@ -6,12 +6,16 @@ and :class:`TrainResult` are what :func:`archsearch.training.trainer.train` repo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 
 #: Keep the best weights on the host when the model is larger than this many bytes.
 BEST_ON_HOST_BYTES = 1 << 30
+ScheduleKind = Literal["cosine", "constant", "exponential", "onecycle"]
+SCHEDULE_KINDS: tuple[str, ...] = get_args(ScheduleKind)
+Precision = Literal["auto", "bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
@@ -29,6 +33,70 @@ def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> Non
         raise ValueError(f"{attribute.name} must lie in [0, 1), got {value}")
 
 
+def _one_of(choices: tuple[str, ...]):
+    def check(instance: object, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+#: The keys of one schedule kind, and their values when not given.
+SCHEDULE_KEYS: dict[str, dict[str, float | int]] = {
+    "exponential": {"gamma": 0.9, "hold_epochs": 1},
+    "onecycle": {"pct_start": 0.3},
+}
+
+
+@attrs.frozen
+class LRSchedule:
+    """How the learning rate moves over training (``training.lr_schedule``), per optimizer step.
+
+    - ``cosine`` (the default): ``warmup_steps`` of linear warmup, then a cosine from the base rate
+      down to 0 (reached just after the last step).
+    - ``constant``: the base rate after the warmup.
+    - ``exponential``: epochs ``1..hold_epochs`` at the base rate, every later epoch at the
+      previous one's rate times ``gamma`` (epoch ``k`` trains at ``lr * gamma ** max(0, k -
+      hold_epochs)``); the official PatchTST ETTh1 script's ``type3`` is ``gamma 0.9,
+      hold_epochs 4``; the default ``hold_epochs`` 1 is torch's ``ExponentialLR`` stepped per
+      epoch. The warmup, when set, multiplies its first steps.
+    - ``onecycle``: torch's ``OneCycleLR`` stepped per batch (the official ``TST`` schedule): up
+      from ``lr / 25`` to ``lr`` over the first ``pct_start`` of the steps, then a cosine down to
+      ``lr / 25e4``; it has its own warm-up, so ``warmup_steps`` must be 0. The momentum is not
+      cycled (a captured CUDA graph could not follow it).
+
+    A key of another kind must not be set; a kind's own keys default to :data:`SCHEDULE_KEYS`.
+    """
+
+    kind: ScheduleKind = attrs.field(default="cosine", validator=_one_of(SCHEDULE_KINDS))
+    gamma: float | None = None
+    hold_epochs: int | None = None
+    pct_start: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        own = SCHEDULE_KEYS.get(self.kind, {})
+        for kind, keys in SCHEDULE_KEYS.items():
+            for key in keys:
+                if key not in own and getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key} must not be set with kind {self.kind} (it is a key of kind {kind})"
+                    )
+        for key, default in own.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default)
+        if self.gamma is not None and not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be a number in (0, 1], got {self.gamma}")
+        if self.hold_epochs is not None and not self.hold_epochs >= 0:
+            raise ValueError(f"hold_epochs must be a whole number >= 0, got {self.hold_epochs}")
+        if self.pct_start is not None and not 0 < self.pct_start < 1:
+            raise ValueError(f"pct_start must be a number in (0, 1), got {self.pct_start}")
+
+
+def _as_schedule(value: LRSchedule | dict[str, Any]) -> LRSchedule:
+    """A schedule from itself or from its mapping (``attrs.asdict`` of the config's training keys)."""
+    return value if isinstance(value, LRSchedule) else LRSchedule(**value)
+
+
 @attrs.frozen
 class TrainConfig:
     """Training parameters of one trial. Its defaults are also the defaults of the config's
@@ -39,7 +107,10 @@ class TrainConfig:
     into micro-batches whose gradients add up to the full batch's (an out-of-memory error on CUDA
     halves it). ``eval_batch_size`` (default ``max(batch_size, 1024)``) bounds evaluation chunks.
     ``cuda_graphs`` captures each training step as a CUDA graph on CUDA (ignored elsewhere; see
-    :class:`archsearch.training.steps.GraphedStep`).
+    :class:`archsearch.training.steps.GraphedStep`). ``lr_schedule`` is an :class:`LRSchedule`
+    (or its mapping). ``drop_last`` leaves out the ragged last batch of every epoch on every
+    device (evaluation always scores every window). ``precision``: ``auto`` is bf16 autocast on
+    CUDA (where the device has bf16) and fp32 elsewhere; ``bf16`` autocasts on any device.
     """
 
     learning_rate: float = attrs.field(default=1e-3, validator=_positive)
@@ -59,6 +130,21 @@ class TrainConfig:
     #: an H100, more than a short trial saves). Its cost is reported as ``TrainResult.compile_s``;
     #: a compiled model is not also captured in a CUDA graph.
     compile: bool = False
+    lr_schedule: LRSchedule = attrs.field(default=LRSchedule(), converter=_as_schedule)
+    drop_last: bool = True
+    precision: Precision = attrs.field(default="auto", validator=_one_of(PRECISIONS))
+
+    def __attrs_post_init__(self) -> None:
+        if self.lr_schedule.kind == "onecycle" and self.warmup_steps:
+            raise ValueError(warmup_with_onecycle(self.warmup_steps))
+
+
+def warmup_with_onecycle(warmup_steps: int) -> str:
+    """The problem of a warmup beside ``onecycle``, which warms up by itself (``pct_start``)."""
+    return (
+        f"warmup_steps must be 0 with lr_schedule kind onecycle (it warms up over pct_start of the "
+        f"steps), got {warmup_steps}"
+    )
 
 
 @attrs.frozen
@@ -76,8 +162,9 @@ class TrainResult:
     """The outcome of :func:`archsearch.training.trainer.train`. Losses and metrics are those of the
     best epoch (lowest validation loss); the model is left holding that epoch's weights.
     ``samples_per_s`` counts training samples over the time spent in training steps (evaluation
-    excluded). ``step_kind`` is ``"graphed"`` or ``"eager"`` (``eager_reason`` says why); a graphed
-    step drops the ``dropped_per_epoch`` samples of the ragged last batch of every epoch."""
+    excluded). ``step_kind`` is ``"graphed"`` or ``"eager"`` (``eager_reason`` says why); with
+    ``drop_last`` every epoch leaves out the ``dropped_per_epoch`` samples of its ragged last batch.
+    ``precision`` is what the forward passes ran in: ``"bf16"`` (autocast) or ``"fp32"``."""
 
     best_val_loss: float
     train_loss: float
@@ -99,6 +186,7 @@ class TrainResult:
     #: Seconds the first training step took with ``compile`` on (compilation happens there).
     compile_s: float = 0.0
     dropped_per_epoch: int = 0
+    precision: str = "fp32"
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -3,10 +3,12 @@
 One optimizer step is a :class:`Step` made by :func:`make_step`. On CUDA (``TrainConfig.cuda_graphs``,
 the default) it is a :class:`GraphedStep`: forward, backward, clipping and the AdamW update are
 captured once as a CUDA graph and replayed, one launch per step instead of hundreds, which is what
-bounds small models on a large GPU. Shapes must then be static, so the ragged last batch of an
-epoch is dropped (``TrainResult.dropped_per_epoch``). Anything that prevents capture (micro-batching,
-a failing capture, another device) falls back to the :class:`EagerStep`, with the reason in
-``TrainResult.eager_reason``; on the CPU the eager step is the loop as it always was.
+bounds small models on a large GPU. Shapes must then be static: a graphed step takes full
+batches only, which ``training.drop_last`` (the default, on every device) guarantees; with
+``drop_last`` false and a ragged last batch the trainer uses the eager step throughout. Anything
+that prevents capture (micro-batching, a failing capture, another device) falls back to the
+:class:`EagerStep`, with the reason in ``TrainResult.eager_reason``; on the CPU the eager step is
+the loop as it always was. Both steps follow the same learning-rate scheduler object.
 
 An out-of-memory error halves the micro-batch and retries (:func:`retry_on_oom`).
 """

@@ -1,8 +1,10 @@
-"""Train one model on prepared data: AdamW, warmup then cosine, clipping, early stopping.
+"""Train one model on prepared data: AdamW, a learning-rate schedule, clipping, early stopping.
 
 The loop indexes the data tensors directly on the training device (no DataLoader): on CUDA the
-whole dataset is moved there once and the forward pass runs under bf16 autocast; AdamW is fused
-on CUDA and on the CPU.
+whole dataset is moved there once and, with ``precision: auto``, the forward pass runs under bf16
+autocast; AdamW is fused on CUDA and on the CPU. The schedule (:mod:`archsearch.training.schedules`)
+steps after every optimizer step. With ``drop_last`` (the default) every epoch leaves out its
+ragged last batch, on every device; evaluation scores every window.
 The loss is accumulated on the device and read once per epoch (and every ``SYNC_EVERY`` steps to
 catch a non-finite loss early), so the host never waits on the device per step.
 
@@ -33,6 +35,7 @@ from archsearch.data.tasks import loss_function, task_metrics
 from archsearch.data.windows import PreparedData
 from archsearch.device import resolve_device
 from archsearch.errors import TrialFailed
+from archsearch.training.schedules import make_scheduler, warmup_cosine
 from archsearch.training.settings import BEST_ON_HOST_BYTES, EpochResult, TrainConfig, TrainResult
 from archsearch.training.steps import (
     SCHEDULER_FILLS_TENSOR_LR,
@@ -45,6 +48,7 @@ from archsearch.training.steps import (
 
 #: Steps between checks for a non-finite loss (each check waits for the device once).
 SYNC_EVERY = 64
+__all__ = ["evaluate", "make_optimizer", "predict", "seed_everything", "train", "warmup_cosine"]
 
 
 def seed_everything(seed: int) -> None:
@@ -54,17 +58,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor for step ``s`` (from 0): ``(s + 1) / warmup_steps`` during warmup, then a
-    cosine from 1 down to 0 at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``training.precision`` on ``device`` (None: fp32). ``auto`` is bf16 on
+    a CUDA device that has it, else fp32; ``bf16`` raises :class:`TrialFailed` on a CUDA device
+    without it."""
+    cuda = device.type == "cuda"
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        if cuda and not torch.cuda.is_bf16_supported():
+            raise TrialFailed(
+                f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16"
+            )
+        return torch.bfloat16
+    return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
 
 
 @torch.no_grad()
@@ -169,23 +176,30 @@ class _Run:
     amp_dtype: torch.dtype | None
     n_train: int
     batch_size: int
-    #: Full batches only (the ragged last one dropped) when the step is graphed.
+    #: Full batches only (the ragged last one left out) with ``drop_last``.
     steps_per_epoch: int
     eval_batch: int
     generator: torch.Generator
     optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     step: EagerStep | GraphedStep | None = None
     compile_s: float = 0.0
     train_time: float = 0.0
+    #: The learning rate of the last step of the latest epoch.
+    last_lr: float = math.nan
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
     @property
+    def ragged(self) -> bool:
+        """Whether the last batch of an epoch is smaller than the others (and is trained on)."""
+        return self.used % self.batch_size != 0
+
+    @property
     def used(self) -> int:
-        """Training samples per epoch (all of them, unless a graphed step drops the ragged batch)."""
+        """Training samples per epoch (all of them, unless ``drop_last`` leaves the ragged batch out)."""
         return min(self.n_train, self.steps_per_epoch * self.batch_size)
 
     @property
@@ -197,35 +211,32 @@ class _Run:
 
 
 def _set_up(model: torch.nn.Module, data: PreparedData, cfg: TrainConfig, device: torch.device) -> _Run:
-    """The optimizer, the learning-rate schedule and the training step (model and data on ``device``)."""
-    cuda = device.type == "cuda"
+    """The optimizer, the learning-rate schedule and the training step (model and data on ``device``).
+
+    ``drop_last`` decides the steps of an epoch on every device. A graphed step takes full batches
+    only, so with ``drop_last`` false and a ragged last batch the whole run falls back to the eager
+    step (``eager_reason`` says so) rather than mixing the two."""
     n_train = data.n_windows("train")
     batch_size = min(cfg.batch_size, n_train)
-    steps_per_epoch = math.ceil(n_train / batch_size)
     run = _Run(
         device=device,
-        amp_dtype=torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None,
+        amp_dtype=autocast_dtype(cfg.precision, device),
         n_train=n_train,
         batch_size=batch_size,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=n_train // batch_size if cfg.drop_last else math.ceil(n_train / batch_size),
         eval_batch=cfg.eval_batch_size or max(cfg.batch_size, 1024),
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     params = [p for p in model.parameters() if p.requires_grad]
     micro = min(cfg.micro_batch_size or batch_size, batch_size)
-    want_graphs = cfg.cuda_graphs and not cfg.compile and SCHEDULER_FILLS_TENSOR_LR
-    graphs = want_graphs and cuda and micro >= batch_size  # what a capture can take
+    want_graphs = cfg.cuda_graphs and not cfg.compile and SCHEDULER_FILLS_TENSOR_LR and not run.ragged
+    graphs = want_graphs and run.cuda and micro >= batch_size  # what a capture can take
     run.optimizer = make_optimizer(params, cfg, device, capturable=graphs)
-    # The schedule reads ``steps_per_epoch`` when it runs (a closure), so it follows the change
-    # below; it exists before the step so that the capture's optimizer steps go through the
-    # scheduler's hook on ``optimizer.step`` (replays do not, and torch would warn).
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer, lambda s: warmup_cosine(cfg.warmup_steps, steps_per_epoch * cfg.epochs)(s)
-    )
+    # Made before the step, so that the capture's optimizer steps go through the scheduler's hook
+    # on ``optimizer.step`` (replays do not, and torch would warn); one object on every device.
+    run.scheduler = make_scheduler(run.optimizer, cfg, run.steps_per_epoch)
     run.step = _make_train_step(model, data, cfg, run, micro, want_graphs)
-    if run.step.static_shapes:  # a graphed step takes full batches only: drop the ragged one
-        steps_per_epoch = n_train // batch_size
-    run.steps_per_epoch = steps_per_epoch
+    assert not (run.step.static_shapes and run.ragged), "a graphed step cannot take the ragged batch"
     return run
 
 
@@ -256,6 +267,11 @@ def _make_train_step(
         train_step.reason = "torch.compile is on"
     elif run.cuda and cfg.cuda_graphs and not SCHEDULER_FILLS_TENSOR_LR:
         train_step.reason = f"torch {torch.__version__} < 2.4 cannot schedule a captured learning rate"
+    elif cfg.cuda_graphs and run.ragged:  # before the device, as micro-batching is
+        train_step.reason = (
+            f"drop_last is false and the last batch is ragged ({run.n_train % run.batch_size} of "
+            f"{run.batch_size}): a graphed step takes full batches only"
+        )
     return train_step
 
 
@@ -274,7 +290,7 @@ def _run_epoch(
         "train_loss": train_loss,
         "val_loss": val_loss,
         **metrics,
-        "lr": float(run.scheduler.get_last_lr()[0]),
+        "lr": run.last_lr,
         "duration_s": time.perf_counter() - epoch_start,
     }
     return EpochResult(epoch, train_loss, val_loss, dict(metrics)), row
@@ -284,7 +300,8 @@ def _train_epoch(
     model: torch.nn.Module, data: PreparedData, cfg: TrainConfig, run: _Run, epoch: int
 ) -> float:
     """The training steps of one epoch, in a fresh order of the windows: their mean loss. With
-    ``cfg.compile`` the first step of the first epoch is timed as ``run.compile_s``."""
+    ``cfg.compile`` the first step of the first epoch is timed as ``run.compile_s``; the rate the
+    last step trained at is kept as ``run.last_lr`` (read once per epoch: on CUDA a device tensor)."""
     model.train()
     order = torch.randperm(run.n_train, generator=run.generator).to(run.device)
     step_losses = torch.zeros(run.steps_per_epoch, device=run.device)
@@ -299,6 +316,8 @@ def _train_epoch(
             run.compile_s = time.perf_counter() - compile_start
         else:
             step_losses[step] = run.step(x, y)
+        if step == run.steps_per_epoch - 1:
+            run.last_lr = float(run.optimizer.param_groups[0]["lr"])
         run.scheduler.step()
         if (step + 1) % SYNC_EVERY == 0:
             _check_finite(step_losses[checked : step + 1], epoch, checked)
@@ -376,6 +395,7 @@ def _result(
         baseline_loss=data.baseline_loss,
         compile_s=run.compile_s,
         dropped_per_epoch=run.n_train - run.used,
+        precision="bf16" if run.amp_dtype == torch.bfloat16 else "fp32",
         **step_info,
     )
 

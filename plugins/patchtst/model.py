@@ -23,7 +23,15 @@ class PatchTST(nn.Module):
         self.position = nn.Parameter(torch.empty(n, d).uniform_(-0.02, 0.02))
         self.drop = nn.Dropout(spec.dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(d, arch.n_heads, arch.d_ff, spec.dropout, norm="layer", pre_norm=True)
+            EncoderLayer(
+                d,
+                arch.n_heads,
+                arch.d_ff,
+                spec.dropout,
+                norm="layer",
+                pre_norm=True,
+                attention_dropout=spec.attention_dropout,  # null: the dropout, as before
+            )
             for _ in range(arch.n_layers)
         )
         self.final_norm = nn.LayerNorm(d)

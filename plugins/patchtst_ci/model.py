@@ -61,6 +61,11 @@ class PatchTSTChannelIndependent(nn.Module):
                 norm=spec.norm,
                 pre_norm=False,
                 res_attention=spec.res_attention,
+                # The official layout: no dropout on the attention probabilities unless asked for,
+                # the dropout on the output projection, in the feed-forward block and on both
+                # residual branches (the layer's own), and after the positional embedding (below).
+                attention_dropout=spec.attention_dropout or 0.0,
+                proj_dropout=spec.dropout,
             )
             for _ in range(arch.n_layers)
         )
