@@ -60,6 +60,14 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
+def require_storage_file(url: str, doing: str, hint: str) -> None:
+    """For a SQLite or journal URL, an error when its file does not exist (before opening it
+    would create an empty one): there is nothing to ``doing`` yet."""
+    file = storage_file(url)
+    if file is not None and not file.is_file():
+        raise ArchsearchError(f"storage file {file} does not exist: nothing to {doing} yet ({hint})")
+
+
 def _open_rdb(url: str) -> optuna.storages.RDBStorage:
     import optuna
 

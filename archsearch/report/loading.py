@@ -89,23 +89,14 @@ def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
     )
 
 
-def _check_sqlite(url: str, hint: str) -> None:
-    from archsearch.storage import storage_file
-
-    file = storage_file(url)
-    if file is not None:
-        if not file.is_file():
-            raise ArchsearchError(f"storage file {file} does not exist: nothing to report yet ({hint})")
-
-
 def load_storage(url: str, default_output: Path) -> ReportData:
     """Every archsearch cell study in a storage URL, of every experiment in it."""
     import optuna
 
     from archsearch.records import cell_of
-    from archsearch.storage import open_storage, redact
+    from archsearch.storage import open_storage, redact, require_storage_file
 
-    _check_sqlite(url, "give the experiment's config or its output directory")
+    require_storage_file(url, "report", "give the experiment's config or its output directory")
     storage = open_storage(url)
     try:
         names = sorted(s.study_name for s in storage.get_all_studies() if cell_of(s) is not None)

@@ -24,7 +24,7 @@ from archsearch.outputs import (
 from archsearch.records import ALL_COLUMNS, CellSummary, cell_of, is_recorded, trial_record
 from archsearch.search.engine import Engine
 from archsearch.search.matrix import model_spec
-from archsearch.storage import open_storage, redact, storage_file
+from archsearch.storage import open_storage, redact, require_storage_file
 from archsearch.training.memory import activation_shape
 
 
@@ -105,9 +105,7 @@ def existing_storage(config: Config, doing: str) -> optuna.storages.BaseStorage:
     to ``doing`` yet, and nothing is created (no empty SQLite file, no output folder)."""
     url = config.storage_url
     hint = "run `python -m archsearch run` on this config first"
-    file = storage_file(url)
-    if file is not None and not file.is_file():
-        raise ArchsearchError(f"storage file {file} does not exist: nothing to {doing} yet ({hint})")
+    require_storage_file(url, doing, hint)
     storage = open_storage(url)
     prefix = f"{config.experiment}_"
     if not any(s.study_name.startswith(prefix) and cell_of(s) for s in storage.get_all_studies()):
