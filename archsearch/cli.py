@@ -80,6 +80,12 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
         p.add_argument("--storage", help="an Optuna storage URL (default: SQLite in the output directory)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bars")
+    for p in (run, worker):
+        p.add_argument(
+            "--sink",
+            action="append",
+            help="also tell this result sink (repeatable), e.g. mlflow or tensorboard; see `plugins`",
+        )
     worker.add_argument(
         "--worker-index",
         type=_non_negative_int,
@@ -106,6 +112,7 @@ def _config(args: argparse.Namespace):  # -> Config
         output=args.output,
         device=args.device,
         storage=args.storage,
+        sinks=getattr(args, "sink", None),
     )
     return config
 
@@ -142,12 +149,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = args.loaded_config if "loaded_config" in args else _config(args)
     bars = wants_bars(args.no_progress)
     _setup_logging(bars)
-    engine = Engine(config, progress=Progress() if bars else None, worker=getattr(args, "worker_index", 0))
+    shared = getattr(args, "func", None) is cmd_worker  # other processes share the studies
+    engine = Engine(
+        config, progress=Progress() if bars else None, worker=getattr(args, "worker_index", 0), shared=shared
+    )
     result = engine.run()
     print(summary_text(result, config))
     if result.stopped:
-        print(f"stopped ({result.stopped}); completed trials are kept. Resume with:\n  {resume_command()}")
-        (config.output_path / "STOP").unlink(missing_ok=True)
+        from archsearch.search.stop import after_stop
+
+        print(f"stopped ({_redacted(result.stopped)}); completed trials are kept. Resume with:\n  {resume_command()}")
+        note = after_stop(config.output_path, shared)
+        if note:
+            print(note)
         return EXIT_STOPPED
     return 0
 
@@ -179,9 +193,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def resume_command() -> str:
+    """The command line to run again, its passwords shown as ``***`` (then said so)."""
     import shlex
 
-    return "python -m archsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from archsearch.redaction import redact_text
+
+    words = sys.argv[1:]
+    shown = [redact_text(a) for a in words]
+    line = "python -m archsearch " + " ".join(shlex.quote(a) for a in shown)
+    if shown != words:
+        line += "\n  (the storage password is shown as ***: give it again, e.g. in PGPASSWORD)"
+    return line
 
 
 def summary_text(result, config) -> str:
@@ -197,13 +219,31 @@ def summary_text(result, config) -> str:
                 f"n_heads={b['n_heads']} d_ff={b['d_ff']} ({b['param_count']:,} parameters), trial {b['trial']}"
             )
         lines.append(head)
+        if s.confirmed:
+            lines.append(f"    {confirmed_line(s.confirmed)}")
     return "\n".join(lines)
 
 
-def _redacted(url: str) -> str:
-    from archsearch.storage import redact
+def confirmed_line(c: dict) -> str:
+    """One line: the confirmed winner with its interval, and how it stands to the runner-up."""
+    w, r = c["winner"], c["runner_up"]
+    a = w["arch"]
+    line = (
+        f"confirmed: d_model={a['d_model']} n_layers={a['n_layers']} n_heads={a['n_heads']} d_ff={a['d_ff']} "
+        f"({w['n_params']:,} parameters) mean val_loss {w['mean']:.5f} "
+        f"[95% {w['low']:.5f}, {w['high']:.5f}] over {len(w['values'])} seeds"
+    )
+    if r is not None:
+        line += f"; runner-up {r['mean']:.5f} ({'separated' if c['separated'] else 'not separated'})"
+    if not c["complete"]:
+        line += "; provisional (confirmation trials still to run)"
+    return line
 
-    return redact(url)
+
+def _redacted(text: str) -> str:
+    from archsearch.redaction import redact_text
+
+    return redact_text(text)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -211,16 +251,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     config = _config(args)
     rows = plan_rows(config)
-    print(f"{'study':<28} {'archs':>5} {'trials':>6} {'params (min..max)':>29} {'windows':>8}  compute")
+    print(f"{'study':<28} {'archs':>5} {'trials':>10} {'params (min..max)':>29} {'windows':>8}  compute")
     for r in rows:
+        trials = f"{r['n_trials']}+{r['confirm_trials']}" if r["confirm_trials"] else str(r["n_trials"])
         print(
-            f"{r['study_name']:<28} {r['architectures']:>5} {r['n_trials']:>6} "
+            f"{r['study_name']:<28} {r['architectures']:>5} {trials:>10} "
             f"{r['params_min']:>14,}..{r['params_max']:<14,} {r['train_windows']:>8,}  "
             f"{r['param_sample_epochs']:.3g} param-sample-epochs, ~{r['flops']:.2g} FLOP"
         )
     total = sum(r["flops"] for r in rows)
     print(
-        f"{len(rows)} cells, {sum(r['n_trials'] for r in rows)} trials; compute ~{total:.3g} FLOP "
+        f"{len(rows)} cells, {sum(r['n_trials'] for r in rows)} search trials"
+        f" + {sum(r['confirm_trials'] for r in rows)} confirmation trials; compute ~{total:.3g} FLOP "
         "(6 x parameters x patches x windows x mean epochs, per trial, x trials; an upper bound with early stopping)"
     )
     return 0
@@ -231,7 +273,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = _config(args)
     rows = status_rows(config)
-    print(f"{'study':<34} {'done':>5} {'pruned':>6} {'failed':>6} {'running':>7} {'waiting':>7}  best")
+    print(
+        f"{'study':<34} {'done':>5} {'pruned':>6} {'failed':>6} {'running':>7} {'waiting':>7} {'confirm':>8}"
+        "  best search trial"
+    )
     for r in rows:
         best = (
             f"{r['best_value']:.5f} (trial {r['best_trial']}: {r['best_arch']})"
@@ -240,9 +285,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print(
             f"{r['study_name']:<34} {r['complete']:>5} {r['pruned']:>6} {r['failed']:>6} {r['running']:>7} "
-            f"{r['waiting']:>7}  {best}"
+            f"{r['waiting']:>7} {_confirm_progress(r):>8}  {best}"
         )
+    print(
+        "done/pruned/failed/running/waiting: search trials; confirm: confirmation trials finished / queued "
+        "(queued once the search has its trials; '-' when confirm is off)"
+    )
     return 0
+
+
+def _confirm_progress(row: dict) -> str:
+    total = row["confirm_total"] or row["confirm_planned"]
+    return f"{row['confirm_done']}/{total}" if total else "-"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -348,7 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redacting_excepthook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+    """An unexpected error's traceback, as Python prints it, with the passwords hidden."""
+    import traceback
+
+    from archsearch.redaction import redact_text
+
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from archsearch.redaction import redact_text, remember_secrets
+
+    for word in sys.argv[1:] if argv is None else argv:  # --storage URL: hidden wherever it shows
+        remember_secrets(word)
+    sys.excepthook = _redacting_excepthook
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -356,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a reader that has gone is caught below
         return code
     except ArchsearchError as exc:
-        print(f"archsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"archsearch {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("archsearch: interrupted", file=sys.stderr)

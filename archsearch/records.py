@@ -3,7 +3,8 @@
 Optuna's storage is the source of truth. On a cell's study archsearch keeps its cell
 (``CELL_ATTR``), the search's fingerprint (``STUDY_ATTR``) and how many coverage trials were
 queued; on a trial, what it is (``setup``: experiment, cell, architecture, training values, the
-worker) and what it gave (``result``), plus coordination marks (``coverage``, ``retry_of``,
+worker; its architecture also flat, as optuna-dashboard lists attributes) and what it gave
+(``result``), plus coordination marks (``coverage``, ``retry_of``,
 ``fail_reason``, ``surplus``, ``heartbeat``). Everything else reads them through the functions
 here. The engine, the sinks and ``archsearch export`` all build rows with :func:`trial_record`, so
 a CSV rebuilt from the storage is the same as one written trial by trial.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from archsearch.architecture import Architecture
 from archsearch.budget import format_budget
 
 if TYPE_CHECKING:  # optuna is imported where it is used: listing plugins stays fast
@@ -40,6 +42,21 @@ COVERAGE, RETRY_OF, FAIL_REASON = "coverage", "retry_of", "fail_reason"
 SURPLUS = "surplus"
 #: The running trial's heartbeat counter, advanced by its worker.
 HEARTBEAT = "heartbeat"
+#: ``search`` or ``confirm`` (absent: ``search``). A confirmation trial repeats the configuration
+#: of search trial ``confirm_of`` with the seed ``confirm_seed`` (archsearch.search.confirm).
+STAGE, SEARCH, CONFIRM = "stage", "search", "confirm"
+CONFIRM_OF, CONFIRM_SEED = "confirm_of", "confirm_seed"
+#: On a study: how many confirmation trials were queued (set once they all are).
+CONFIRM_QUEUED = "confirm_enqueued"
+#: ``{"worker", "pid_namespace"}``: who claimed the trial, written right after the claim (before
+#: sampling), so a process killed before its ``setup`` is still known, and recovered at once.
+CLAIM = "claimed_by"
+#: On a study: a random id given when archsearch first opens it (``archsearch.outputs.ensure_study_uid``).
+#: A study recreated under the same name (the database deleted, another storage) gets another one;
+#: every CSV row and best JSON carries it, so a file of another storage is told from this one's.
+STUDY_UID = "archsearch_uid"
+#: The architecture's key (``d16-L12-h2-ff32``), a flat attribute beside ``ARCH_FIELDS``.
+ARCH_KEY = "arch"
 
 
 def mark_cell(study: optuna.Study, experiment: str, budget: int, horizon: int) -> None:
@@ -68,13 +85,9 @@ def write_session(study: optuna.Study, nonce: int, info: dict[str, Any]) -> None
     study.set_user_attr(f"{SESSION_PREFIX}{nonce:016x}", info)
 
 
-def coverage_queued(study: optuna.Study) -> int:
-    """How many coverage trials were queued on the study (0: not yet, or not all)."""
-    return study.user_attrs.get(COVERAGE_QUEUED, 0)
-
-
-def write_coverage_queued(study: optuna.Study, n: int) -> None:
-    study.set_user_attr(COVERAGE_QUEUED, n)
+def stage_of(trial: FrozenTrial) -> str:
+    """``confirm`` for a confirmation trial, else ``search``."""
+    return trial.user_attrs.get(STAGE, SEARCH)
 
 
 def is_surplus(trial: FrozenTrial) -> bool:
@@ -91,8 +104,24 @@ def trial_setup(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def trial_worker(trial: FrozenTrial) -> str:
-    """The ``host:pid`` of the worker that ran (or runs) the trial; '' before its setup."""
-    return trial_setup(trial).get("worker", "")
+    """The ``host:pid`` of the worker that ran (or runs) the trial (from its setup, else its
+    claim); '' for a trial claimed by an archsearch that wrote no claim, before its setup."""
+    return trial_setup(trial).get("worker") or trial.user_attrs.get(CLAIM, {}).get("worker", "")
+
+
+def trial_pid_namespace(trial: FrozenTrial) -> int | None:
+    """The PID namespace of the trial's worker (its setup's, else its claim's)."""
+    setup = trial_setup(trial)
+    return setup.get("pid_namespace") if "worker" in setup else trial.user_attrs.get(CLAIM, {}).get("pid_namespace")
+
+
+def write_claim(trial: optuna.Trial, worker: str, pid_namespace: int | None) -> None:
+    trial.set_user_attr(CLAIM, {"worker": worker, "pid_namespace": pid_namespace})
+
+
+def study_uid(study: Any) -> str:
+    """The study's (or a ``FrozenStudy``'s) :data:`STUDY_UID`; '' before it has one."""
+    return study.user_attrs.get(STUDY_UID, "")
 
 
 def write_setup(
@@ -104,8 +133,12 @@ def write_setup(
     worker: str,
     pid_namespace: int | None,
 ) -> None:
-    """What a trial is, written once it has sampled (one write: a transaction on an RDB):
-    ``cell`` is its experiment, budget and horizon; ``data`` the prepared data it trains on."""
+    """What a trial is, written once it has sampled: ``cell`` is its experiment, budget and
+    horizon; ``data`` the prepared data it trains on. ``setup`` holds it all in one write (a
+    transaction on an RDB); the architecture is written flat beside it too (:func:`flat_architecture`),
+    the form optuna-dashboard lists and filters."""
+    for key, value in flat_architecture(architecture).items():
+        trial.set_user_attr(key, value)
     trial.set_user_attr(
         SETUP,
         {
@@ -113,11 +146,18 @@ def write_setup(
             **architecture,
             "training": dict(training),
             "baseline_loss": data.baseline_loss,
+            "baseline_test_loss": getattr(data, "baseline_test_loss", None),
             "split": data.split_info,
             "worker": worker,
             "pid_namespace": pid_namespace,
         },
     )
+
+
+def flat_architecture(architecture: Mapping[str, Any]) -> dict[str, Any]:
+    """``d_model, n_layers, n_heads, d_ff, param_count`` and ``arch`` (``d16-L12-h2-ff32``)."""
+    fields = {k: architecture[k] for k in ARCH_FIELDS}
+    return {**fields, ARCH_KEY: Architecture(**fields).key}
 
 
 def write_result(trial: optuna.Trial, result: Any) -> None:
@@ -196,6 +236,8 @@ EXTRA_COLUMNS = (
     "test_predicted_positive_rate",
     "test_mae",
     "precision",
+    "study_uid",
+    "stage",
 )
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 #: Every metric a task computes (``archsearch.data.tasks.task_metrics``): one column per split,
@@ -225,9 +267,15 @@ def trial_attrs(trial: FrozenTrial) -> dict[str, Any]:
     return {**u.pop(SETUP, {}), **u.pop(RESULT, {}), **u}
 
 
-def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
-    """One row: the SPEC's columns, then the extras, from what the engine stored on the trial."""
+def trial_record(
+    trial: FrozenTrial, study_name: str, study_uid: str = "", storage: str = ""
+) -> dict[str, Any]:
+    """One row: the SPEC's columns, then the extras, from what the engine stored on the trial;
+    ``study_uid`` is the study's :data:`STUDY_UID` (which storage's study the row is of);
+    ``storage`` its URL, kept as ``storage`` with the password masked (not a CSV column)."""
     from optuna.trial import TrialState
+
+    from archsearch.redaction import redact
 
     u = trial_attrs(trial)
     if trial.state == TrialState.COMPLETE:
@@ -252,6 +300,7 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "state": trial.state.name,
         "cell": cell_label(budget, u.get("horizon")) if budget else "",
         "study_name": study_name,
+        "study_uid": study_uid,
         "best_epoch": u.get("best_epoch", ""),
         "epochs_run": u.get("epochs_run", ""),
         **{
@@ -268,6 +317,8 @@ def trial_record(trial: FrozenTrial, study_name: str) -> dict[str, Any]:
         "coverage": u.get("coverage", False),
         "fail_reason": u.get("fail_reason", ""),
         "precision": u.get("precision", ""),
+        "stage": u.get(STAGE, SEARCH),
+        "storage": redact(storage) if storage else "",
     }
     return {k: ("" if v is None else v) for k, v in row.items()}
 
@@ -289,13 +340,27 @@ class CellSummary:
     best: dict[str, Any] | None = None
     best_trial: FrozenTrial | None = None
     finished: bool = False
+    #: The study's :data:`STUDY_UID`, carried by its rows and best JSON.
+    study_uid: str = ""
+    #: The storage's URL with its password masked, carried by the rows (``storage``).
+    storage: str = ""
+    #: Confirmation trials finished (complete), failed, and waiting or running; the counts and
+    #: the best above are the search's alone.
+    confirm_done: int = 0
+    confirm_failed: int = 0
+    confirm_pending: int = 0
+    #: The confirmed answer (:meth:`archsearch.search.confirm.Confirmation.to_json`), set by
+    #: whoever reads the whole study (the trial loop at a cell's end, ``status``, ``export``).
+    confirmed: dict[str, Any] | None = None
 
     def add(self, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
 
         if is_surplus(trial):
             return  # a claim given back (coordination.Coordinator.release), never a real trial
-        if trial.state == TrialState.COMPLETE:
+        if stage_of(trial) == CONFIRM:
+            self._add_confirm(trial)
+        elif trial.state == TrialState.COMPLETE:
             self.n_complete += 1
             better = self.best_trial is None or (
                 trial.value < self.best_trial.value
@@ -304,7 +369,7 @@ class CellSummary:
             )
             if better:
                 self.best_trial = trial
-                self.best = trial_record(trial, self.study_name)
+                self.best = self.record(trial)
         elif trial.state == TrialState.PRUNED:
             self.n_pruned += 1
         elif trial.state == TrialState.FAIL:
@@ -314,9 +379,24 @@ class CellSummary:
         elif trial.state == TrialState.WAITING:
             self.n_waiting += 1
 
+    def _add_confirm(self, trial: FrozenTrial) -> None:
+        from optuna.trial import TrialState
+
+        if trial.state == TrialState.COMPLETE:
+            self.confirm_done += 1
+        elif trial.state.is_finished():
+            self.confirm_failed += 1
+        else:
+            self.confirm_pending += 1
+
+    def record(self, trial: FrozenTrial) -> dict[str, Any]:
+        """``trial``'s row (:func:`trial_record`), with this cell's study name and identity."""
+        return trial_record(trial, self.study_name, self.study_uid, self.storage)
+
     def refresh(self, study: optuna.Study) -> None:
         """Recount from the storage (other workers' trials too)."""
         self.n_complete = self.n_pruned = self.n_failed = self.n_running = self.n_waiting = 0
+        self.confirm_done = self.confirm_failed = self.confirm_pending = 0
         self.best = self.best_trial = None
         for t in study.get_trials(deepcopy=False):
             self.add(t)
@@ -324,6 +404,7 @@ class CellSummary:
     @classmethod
     def from_trials(cls, experiment: str, budget: int, horizon: int, study: optuna.Study) -> CellSummary:
         summary = cls(experiment, budget, horizon, study.study_name, study.direction.name.lower())
+        summary.study_uid = study_uid(study)
         summary.refresh(study)
         return summary
 
@@ -346,6 +427,7 @@ class CellSummary:
             "n_trials_failed": self.n_failed,
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "study_name": self.study_name,
+            "study_uid": self.study_uid,
             "optuna_version": optuna.__version__,
             "architecture": {k: u.get(k) for k in ARCH_FIELDS},
             "training": u.get("training", {}),
@@ -356,4 +438,5 @@ class CellSummary:
             "precision": u.get("precision"),
             "baseline_loss": u.get("baseline_loss"),
             "split": u.get("split", {}),
+            "confirmed": self.confirmed,
         }

@@ -92,6 +92,7 @@ def make_config(out: Path, name: str, device: str, data: Path | None, n_trials: 
             "derived_features": True,
         }
     config["n_trials"] = n_trials
+    config["confirm"] = None  # the engine's trials at GPU speed, not the confirmation stage
     config["output_dir"] = str(out / name)
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -6,4 +6,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "archsearch.plugins.patchtst_ci",
     "archsearch.plugins.samplers",
     "archsearch.plugins.sinks",
+    "archsearch.plugins.tracking_mlflow",
+    "archsearch.plugins.tracking_tensorboard",
 )

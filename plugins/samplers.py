@@ -74,6 +74,8 @@ def build(
 
 
 def tpe(options: Mapping[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE; the engine passes ``constant_liar`` (``sampler.constant_liar``, resolved by
+    :meth:`archsearch.config.schema.SamplerConfig.factory_options`) unless the options set it."""
     import optuna
 
     return build("tpe", optuna.samplers.TPESampler, options, seed, {"multivariate": True})
@@ -121,7 +123,8 @@ def archsearch_register_samplers() -> list[SamplerPlugin]:
         SamplerPlugin(
             "tpe",
             tpe,
-            "Optuna's tree-structured Parzen estimator (multivariate by default); any TPESampler option",
+            "Optuna's tree-structured Parzen estimator (multivariate by default; constant liar when "
+            "workers share a study, see sampler.constant_liar); any TPESampler option",
         ),
         SamplerPlugin("random", random_sampler, "independent uniform random sampling (no options)"),
         SamplerPlugin(

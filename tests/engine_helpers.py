@@ -33,6 +33,7 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         },
         "n_trials": 7,
         "sampler": {"name": "tpe", "seed": 11},
+        "confirm": None,  # tests of the confirmation stage turn it on
         "output_dir": str(tmp_path / "out"),
     }
     for key, value in overrides.items():

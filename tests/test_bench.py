@@ -55,3 +55,46 @@ def test_shipped_table_loads():
     table = load_table(TABLE)
     assert len(table.configs) == 3 and len(table.archs) >= 5
     assert all(len(v) == 2 for v in table.by_seed.values())
+
+
+def test_overhead_rows_grow_with_the_trial_count(monkeypatch):
+    """The overhead suite reads rows at each trial count from one run per loop, and plots both loops."""
+    import math
+
+    from archsearch.bench import overhead
+
+    monkeypatch.setattr(overhead, "QUICK_COUNTS", (8, 20))
+    result = overhead.suite(quick=True)
+    rows = result["rows"]
+    assert [(r["storage"], r["trials"]) for r in rows] == [
+        ("memory", 8),
+        ("memory", 20),
+        ("sqlite", 8),
+        ("sqlite", 20),
+    ]
+    for small, big in (rows[:2], rows[2:]):
+        assert (
+            0 < small["raw_total_s"] < big["raw_total_s"]
+            and 0 < small["archsearch_total_s"] < big["archsearch_total_s"]
+        )
+    for r in rows:
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0 and math.isfinite(r["tail_ratio"])
+        assert math.isclose(r["ratio"], r["archsearch_ms"] / r["raw_optuna_ms"])
+    assert "| sqlite | 20 |" in result["markdown"]
+    (figure,) = result["plots"].values()
+    assert len(figure.axes[0].lines) == 4  # archsearch and raw Optuna, in memory and with SQLite
+
+
+def test_readside_suite_times_each_command(tmp_path, monkeypatch):
+    """The readside suite builds its studies, times every command and says which targets it met."""
+    from archsearch.bench import readside
+
+    monkeypatch.setattr(readside, "SIZES", (25, 50))
+    monkeypatch.setattr(readside, "TARGETS", {"status": ("s", 2.0), "export": ("x", 2.0)})
+    rows = readside.read_side_rows(tmp_path, repeats=1)
+    assert [r["command"] for r in rows] == ["status", "export"]
+    for r in rows:
+        assert r["s_25"] > 0 and r["s_50"] > 0 and abs(r["ratio"] - r["s_50"] / r["s_25"]) < 1e-9
+        assert r["imports"] == "-", "status and export import neither torch nor pandas"
+    assert rows[0]["met"] == (rows[0]["s_50"] <= 2.0)
+    assert "readside" in SUITES

@@ -182,6 +182,15 @@ def test_overrides_replace_and_revalidate():
     assert str(out.output_path) == "elsewhere" and out.training.device == "cpu"
     with pytest.raises(ConfigError, match="n_trials: expected a positive"):
         apply_overrides(config, n_trials=0)
+    assert apply_overrides(config, sinks=["mlflow", "csv"]).sinks == ("csv", "json", "mlflow")
+
+
+def test_an_unknown_sink_on_the_command_line_is_named(tmp_path):
+    from engine_helpers import run_cli, write_config
+
+    out = run_cli("run", str(write_config(tmp_path)), "--sink", "nosuch")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "nosuch" in out.stderr and "sinks" in out.stderr
 
 
 # Ranges inside every sampled parameter's domain (all >= 1): out-of-domain ones are refused.

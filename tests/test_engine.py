@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from archsearch.config import structure
 from archsearch.errors import ArchsearchError
 from archsearch.records import COLUMNS
-from archsearch.search import study as study_module
+from archsearch.search import queueing
 from archsearch.search.engine import Engine
 from archsearch.search.matrix import coverage_order
 from archsearch.search.study import enqueue_coverage, sampler_seed
@@ -41,6 +41,7 @@ def test_seed_integration_three_trials_on_spy_2m_h1(tmp_path, spy_csv):
         "training": {"device": "cpu", "epochs": 1, "batch_size": 128},
         "training_search_space": {"learning_rate": {"type": "log_uniform", "low": 1e-4, "high": 1e-3}},
         "n_trials": 3,
+        "confirm": None,
         "output_dir": str(tmp_path / "out"),
     }
     path = tmp_path / "spy.yaml"
@@ -153,7 +154,7 @@ def queued_architectures(study) -> list[tuple]:
 def test_coverage_waits_for_a_slow_winner_and_completes_a_dead_ones(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(study_module, "COVERAGE_STALL_S", 1.0)
+    monkeypatch.setattr(queueing, "STALL_S", 1.0)
     config, cell, study, encoding, order = coverage_setup(tmp_path)
 
     def slow_winner():  # 0.4 s a trial, 2 s in all: longer than the stall limit, never stalled
@@ -397,7 +398,7 @@ def test_plan_status_and_export(tmp_path):
     path = write_config(tmp_path, n_trials=3, horizons=[1, 2])
     out = run_cli("plan", str(path))
     assert out.returncode == 0, out.stderr
-    assert "tiny_8K_h1" in out.stdout and "tiny_8K_h2" in out.stdout and "2 cells, 6 trials" in out.stdout
+    assert "tiny_8K_h1" in out.stdout and "tiny_8K_h2" in out.stdout and "2 cells, 6 search trials + 0 confirmation trials" in out.stdout
     assert run_cli("run", str(path), "--no-progress").returncode == 0
     status = run_cli("status", str(path)).stdout
     assert "tiny_8K_h1" in status and "    3      0      0" in status
@@ -417,7 +418,7 @@ def test_plan_status_and_export(tmp_path):
 def test_shipped_quickstart_and_phase6a_plan():
     out = run_cli("plan", str(REPO / "configs" / "phase6a.yaml"), cwd=REPO)
     assert out.returncode == 0, out.stderr
-    assert "12 cells, 600 trials" in out.stdout
+    assert "12 cells, 600 search trials + 108 confirmation trials" in out.stdout
     assert "phase6a_2B_h5" in out.stdout
 
 

@@ -19,6 +19,7 @@ SUITES: dict[str, str] = {
     "architectures": "archsearch.bench.tabular",
     "training": "archsearch.bench.training",
     "distributed": "archsearch.bench.distributed",
+    "readside": "archsearch.bench.readside",
 }
 
 

@@ -1,10 +1,12 @@
-"""Worker throughput: N processes sharing one storage, each running a sleep-based objective.
+"""Worker throughput: N processes sharing one storage, each running a sleep-based objective; and
+TPE's constant liar against none with four workers (duplicate proposals, best loss found).
 
 Throughput is finished trials per second between the first trial's start and the last trial's
 end (process start-up, which imports torch, is excluded)."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import tempfile
 import time
@@ -34,6 +36,7 @@ def config_for(storage: str, output: Path, n_trials: int) -> dict[str, Any]:
         "training": {"device": "cpu"},
         "training_search_space": {"learning_rate": {"type": "log_uniform", "low": 1e-4, "high": 1e-2}},
         "n_trials": n_trials,
+        "confirm": None,  # the engine's cost per search trial: no confirmation stage
         "sampler": {"name": "random", "seed": 0},
         "storage": storage,
         "output_dir": str(output),
@@ -51,26 +54,118 @@ def _worker(raw: dict[str, Any], seconds: float, barrier: Any) -> None:
     engine.run()
 
 
-def throughput(workers: int, n_trials: int, seconds: float, storage: str, output: Path) -> dict[str, Any]:
-    """Run ``workers`` processes to ``n_trials`` trials; trials per second and the counts."""
+def _pool(target: Any, raw: dict[str, Any], seconds: float, workers: int, study_name: str) -> Any:
+    """Start ``workers`` spawned processes running ``target(raw, seconds, barrier)`` together, wait
+    for them, and load the study they shared."""
     import optuna
 
-    raw = config_for(storage, output, n_trials)
+    from archsearch.config import structure
+    from archsearch.storage import make_storage
+
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(workers)
-        procs = [ctx.Process(target=_worker, args=(raw, seconds, barrier)) for _ in range(workers)]
+        procs = [ctx.Process(target=target, args=(raw, seconds, barrier)) for _ in range(workers)]
         for p in procs:
             p.start()
         for p in procs:
             p.join()
-    from archsearch.config import structure
-    from archsearch.storage import make_storage
+    return optuna.load_study(study_name=study_name, storage=make_storage(structure(raw)))
 
-    study = optuna.load_study(study_name="throughput_8K_h2", storage=make_storage(structure(raw)))
+
+def throughput(workers: int, n_trials: int, seconds: float, storage: str, output: Path) -> dict[str, Any]:
+    """Run ``workers`` processes to ``n_trials`` trials; trials per second and the counts."""
+
+    raw = config_for(storage, output, n_trials)
+    study = _pool(_worker, raw, seconds, workers, "throughput_8K_h2")
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
     return {"workers": workers, "complete": len(done), "seconds": span, "trials_per_s": len(done) / span}
+
+
+#: The constant-liar comparison's search: every value categorical, so a repeated proposal is an
+#: exact duplicate (a wasted trial); the loss is 0 at d16-L2, learning rate 1e-3, batch 64 and
+#: weight decay 1e-4 (the architectures of ``config_for`` times 7 x 4 x 4 points).
+LIAR_SPACE = {
+    "learning_rate": {"type": "categorical", "choices": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]},
+    "batch_size": {"type": "categorical", "choices": [16, 32, 64, 128]},
+    "weight_decay": {"type": "categorical", "choices": [1e-6, 1e-5, 1e-4, 1e-3]},
+}
+
+
+def _bowl_train(seconds: float):
+    """A sleep, then a bowl-shaped loss of the architecture (the "model") and the training values."""
+
+    def train(model: Any, data: Any, config: Any, on_epoch: Any = None) -> NullResult:
+        time.sleep(seconds)
+        loss = math.log2(model.d_model / 16) ** 2 + (model.n_layers - 2) ** 2
+        loss += math.log10(config.learning_rate / 1e-3) ** 2 + 0.5 * math.log2(config.batch_size / 64) ** 2
+        loss += 0.25 * math.log10(config.weight_decay / 1e-4) ** 2
+        return NullResult(best_val_loss=loss)
+
+    return train
+
+
+def _liar_worker(raw: dict[str, Any], seconds: float, barrier: Any) -> None:
+    from archsearch.config import structure
+    from archsearch.search.engine import Engine
+
+    engine = Engine(
+        structure(raw), train_fn=_bowl_train(seconds), build_fn=lambda arch, spec: arch, shared=True
+    )
+    engine.datasets()
+    barrier.wait()
+    engine.run()
+
+
+def constant_liar_run(
+    liar: bool, workers: int, n_trials: int, seconds: float, storage: str, output: Path, seed: int
+) -> dict[str, Any]:
+    """``workers`` processes, TPE with or without its constant liar: duplicates and the best loss."""
+
+    raw = config_for(storage, output, n_trials)
+    raw["experiment"] = "liar"
+    raw["training_search_space"] = LIAR_SPACE
+    raw["allocation"] = {"strategy": "none"}
+    raw["sampler"] = {"name": "tpe", "seed": seed, "constant_liar": liar, "options": {"n_startup_trials": 5}}
+    study = _pool(_liar_worker, raw, seconds, workers, "liar_8K_h2")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    points = [tuple(sorted(t.params.items())) for t in done]
+    return {
+        "constant_liar": liar,
+        "seed": seed,
+        "complete": len(done),
+        "duplicates": len(points) - len(set(points)),
+        "best": min(t.value for t in done),
+    }
+
+
+def liar_comparison(quick: bool, tmp: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    workers, n, seconds = 4, 40, 0.3
+    seeds = (0,) if quick else (0, 1, 2)
+    rows = [
+        constant_liar_run(
+            liar, workers, n, seconds, f"{tmp}/liar{int(liar)}-{s}.journal", tmp / f"l{int(liar)}{s}", s
+        )
+        for s in seeds
+        for liar in (False, True)
+    ]
+    lines = [
+        f"TPE, {workers} workers, {n} trials, a {seconds} s bowl objective over {len(seeds)} run(s) each "
+        "(an all-categorical space: architecture, learning rate, batch size, weight decay; a repeated proposal is "
+        "an exact duplicate; best possible loss 0):",
+        "",
+        "| constant_liar | runs | duplicate proposals (total) | per run | best loss per run |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for liar in (False, True):
+        mine = [r for r in rows if r["constant_liar"] is liar]
+        dups = [r["duplicates"] for r in mine]
+        lines.append(
+            f"| {str(liar).lower()} | {len(mine)} | {sum(dups)} | {', '.join(map(str, dups))} | "
+            f"{', '.join(format(r['best'], '.3g') for r in mine)} |"
+        )
+    return rows, lines
 
 
 def suite(quick: bool) -> dict:
@@ -92,5 +187,8 @@ def suite(quick: bool) -> dict:
         ),
         "",
         "Target: 8 workers >= 6x one.",
+        "",
     ]
-    return {"rows": rows, "markdown": "\n".join(lines), "plots": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        liar_rows, liar_lines = liar_comparison(quick, Path(tmp))
+    return {"rows": rows, "constant_liar": liar_rows, "markdown": "\n".join(lines + liar_lines), "plots": {}}

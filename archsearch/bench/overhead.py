@@ -58,6 +58,16 @@ def null_train(model: Any, data: Any, config: Any, on_epoch: Any = None) -> Null
     return NullResult(_value(str(model), config.learning_rate, config.batch_size))
 
 
+#: The training parameters every null-objective benchmark searches (the SPEC's ranges).
+SPACE = {
+    "learning_rate": {"type": "log_uniform", "low": 1e-4, "high": 1e-3},
+    "epochs": {"type": "categorical", "choices": [50, 75, 100]},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128, 256]},
+    "weight_decay": {"type": "log_uniform", "low": 1e-5, "high": 1e-3},
+    "warmup_steps": {"type": "categorical", "choices": [100, 200, 300, 500]},
+}
+
+
 def _config(n_trials: int, storage: str, output: Path) -> Any:
     from archsearch.config import structure
 
@@ -67,14 +77,9 @@ def _config(n_trials: int, storage: str, output: Path) -> Any:
             "budgets": ["2M"],
             "horizons": [1],
             "data": {"source": "synthetic", "synthetic_rows": 600},
-            "training_search_space": {
-                "learning_rate": {"type": "log_uniform", "low": 1e-4, "high": 1e-3},
-                "epochs": {"type": "categorical", "choices": [50, 75, 100]},
-                "batch_size": {"type": "categorical", "choices": [32, 64, 128, 256]},
-                "weight_decay": {"type": "log_uniform", "low": 1e-5, "high": 1e-3},
-                "warmup_steps": {"type": "categorical", "choices": [100, 200, 300, 500]},
-            },
+            "training_search_space": SPACE,
             "n_trials": n_trials,
+            "confirm": None,  # the engine's cost per search trial: no confirmation stage
             "sampler": {"name": "tpe", "seed": 0},
             "storage": storage,
             "output_dir": str(output),
@@ -125,42 +130,99 @@ def raw_optuna_loop(n_trials: int, storage: str, output: Path) -> list[float]:
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
-def suite(quick: bool) -> dict:
-    import optuna
+#: The trial counts the rows are read at: each loop runs once to the largest, and a row at N
+#: reads its first N trials (the same as a run of N: same seed, same sampler, same suggestions).
+QUICK_COUNTS = (200, 1000)
+FULL_COUNTS = (200, 1000, 10_000)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    n = 200 if quick else 1000
+
+def _median_ms(times: list[float]) -> float:
+    return median(times) * 1e3 if times else float("nan")
+
+
+def growth_rows(storage_kind: str, times: dict[str, list[float]], counts: tuple[int, ...]) -> list[dict]:
+    """One row per trial count: the median per-trial time over the first N trials, and over the
+    last fifth of them (the cost at N, which grows with the study), for both loops."""
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for storage_kind in ("memory", "sqlite"):
-            times = {}
-            for loop, fn in (("raw optuna", raw_optuna_loop), ("archsearch", archsearch_loop)):
-                out = Path(tmp) / f"{storage_kind}-{loop.replace(' ', '-')}"
-                storage = "memory" if storage_kind == "memory" else f"sqlite:///{out / 'db.sqlite'}"
-                out.mkdir(parents=True, exist_ok=True)
-                times[loop] = fn(n, storage, out)
-            raw, ours = median(times["raw optuna"]), median(times["archsearch"])
-            rows.append(
-                {
-                    "storage": storage_kind,
-                    "trials": n,
-                    "raw_optuna_ms": raw * 1e3,
-                    "archsearch_ms": ours * 1e3,
-                    "ratio": ours / raw,
-                    "raw_total_s": sum(times["raw optuna"]),
-                    "archsearch_total_s": sum(times["archsearch"]),
-                }
-            )
+    for n in counts:
+        raw, ours = times["raw optuna"][:n], times["archsearch"][:n]
+        tail = n - max(n // 5, 1)
+        rows.append(
+            {
+                "storage": storage_kind,
+                "trials": n,
+                "raw_optuna_ms": _median_ms(raw),
+                "archsearch_ms": _median_ms(ours),
+                "ratio": median(ours) / median(raw),
+                "raw_tail_ms": _median_ms(raw[tail:]),
+                "archsearch_tail_ms": _median_ms(ours[tail:]),
+                "tail_ratio": median(ours[tail:]) / median(raw[tail:]),
+                "raw_total_s": sum(raw),
+                "archsearch_total_s": sum(ours),
+            }
+        )
+    return rows
+
+
+def growth_plot(times: dict[str, dict[str, list[float]]]) -> Any:
+    """Per-trial cost (median in bins of trial numbers, log-spaced) against the trial count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = {"raw optuna": "--", "archsearch": "-"}
+    for storage_kind, loops in times.items():
+        for loop, series in loops.items():
+            n = len(series)
+            edges = np.unique(np.geomspace(1, n + 1, 25).astype(int))
+            x = [np.sqrt(a * b) for a, b in itertools.pairwise(edges)]
+            y = [median(series[a - 1 : b - 1]) * 1e3 for a, b in itertools.pairwise(edges)]
+            ax.plot(x, y, styles[loop], marker=".", label=f"{loop}, {storage_kind}")
+    ax.set(xscale="log", yscale="log", xlabel="trial number", ylabel="time per trial (ms, median in bin)")
+    ax.set_title("Per-trial cost against trial count: null objective, TPE")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _markdown(rows: list[dict]) -> str:
     lines = [
-        "| storage | trials | raw Optuna, median per trial | archsearch, median per trial | ratio | totals (raw / archsearch) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| storage | trials | raw Optuna, median per trial | archsearch, median per trial | ratio "
+        "| at N: raw / archsearch (last fifth) | ratio at N | totals (raw / archsearch) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(
-            f"| {r['storage']} | {r['trials']} | {r['raw_optuna_ms']:.2f} ms | {r['archsearch_ms']:.2f} ms "
-            f"| {r['ratio']:.3f}x | {r['raw_total_s']:.1f} s / {r['archsearch_total_s']:.1f} s |"
+            f"| {r['storage']} | {r['trials']:,} | {r['raw_optuna_ms']:.2f} ms | {r['archsearch_ms']:.2f} ms "
+            f"| {r['ratio']:.3f}x | {r['raw_tail_ms']:.2f} / {r['archsearch_tail_ms']:.2f} ms "
+            f"| {r['tail_ratio']:.3f}x | {r['raw_total_s']:.1f} s / {r['archsearch_total_s']:.1f} s |"
             for r in rows
         ),
         "",
         "Null objective, TPE (multivariate, seed 0), the architecture plus five training parameters;"
-        " archsearch with coverage allocation and the csv and json sinks. Target: <= 1.05x.",
+        " archsearch with coverage allocation and the csv and json sinks. Target: <= 1.05x. Each loop"
+        " runs once to the largest count; a row at N reads its first N trials (the median over them),"
+        " and the cost at N is the median over its last fifth.",
     ]
-    return {"rows": rows, "markdown": "\n".join(lines), "plots": {}}
+    return "\n".join(lines)
+
+
+def suite(quick: bool) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    counts = QUICK_COUNTS if quick else FULL_COUNTS
+    n = max(counts)
+    rows: list[dict] = []
+    times: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for storage_kind in ("memory", "sqlite"):
+            times[storage_kind] = {}
+            for loop, fn in (("raw optuna", raw_optuna_loop), ("archsearch", archsearch_loop)):
+                out = Path(tmp) / f"{storage_kind}-{loop.replace(' ', '-')}"
+                storage = "memory" if storage_kind == "memory" else f"sqlite:///{out / 'db.sqlite'}"
+                out.mkdir(parents=True, exist_ok=True)
+                times[storage_kind][loop] = fn(n, storage, out)
+            rows += growth_rows(storage_kind, times[storage_kind], counts)
+    return {"rows": rows, "markdown": _markdown(rows), "plots": {"overhead_growth.png": growth_plot(times)}}

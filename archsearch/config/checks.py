@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archsearch.budget import format_budget
-from archsearch.config.messages import unknown_key_message
-from archsearch.config.schema import NAME_PATTERN, SEARCHABLE, Config
+from archsearch.config.messages import describe_value, unknown_key_message
+from archsearch.config.schema import CONSTANT_LIAR_SAMPLERS, NAME_PATTERN, SEARCHABLE, Config
 from archsearch.space.grid import SPACES
 
 
@@ -136,9 +136,30 @@ def _sharing(config: Config) -> list[str]:
             "workers: expected 0 < heartbeat_interval < grace_period, got "
             f"{config.workers.heartbeat_interval} and {config.workers.grace_period}"
         )
+    if not config.workers.storage_outage_s >= 0:
+        out.append(
+            "workers.storage_outage_s: expected seconds >= 0 to wait out a storage outage, got "
+            f"{config.workers.storage_outage_s}"
+        )
     if not config.sinks:
         out.append("sinks: expected at least one sink, e.g. [csv, json]")
-    return out
+    return out + _constant_liar(config)
+
+
+def _constant_liar(config: Config) -> list[str]:
+    s = config.sampler
+    if s.constant_liar != "auto" and not isinstance(s.constant_liar, bool):
+        return [f"sampler.constant_liar: expected auto, true or false, got {describe_value(s.constant_liar)}"]
+    if s.constant_liar == "auto":
+        return []
+    if s.name not in CONSTANT_LIAR_SAMPLERS:
+        return [
+            f"sampler.constant_liar: sampler {s.name!r} has no constant liar (it is Optuna TPE's: "
+            f"{', '.join(CONSTANT_LIAR_SAMPLERS)}); remove the key or leave it auto"
+        ]
+    if "constant_liar" in s.options:
+        return ["sampler.constant_liar: also set in sampler.options; set it once (sampler.constant_liar)"]
+    return []
 
 
 def _training(config: Config) -> list[str]:

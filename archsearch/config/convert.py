@@ -252,9 +252,11 @@ def apply_overrides(
     output: str | None = None,
     device: str | None = None,
     storage: str | None = None,
+    sinks: list[str] | None = None,
 ) -> Config:
-    """The CLI's overrides (``--budget``, ``--horizon``, ``--n-trials``, ``--output``, ``--device``)."""
-    if not budgets and not horizons and all(v is None for v in (n_trials, output, device, storage)):
+    """The CLI's overrides (``--budget``, ``--horizon``, ``--n-trials``, ``--output``, ``--device``,
+    ``--storage``; ``--sink`` adds a sink to the config's)."""
+    if not budgets and not horizons and not sinks and all(v is None for v in (n_trials, output, device, storage)):
         return config
     raw = to_dict(config)
     if budgets:
@@ -269,4 +271,6 @@ def apply_overrides(
         raw["training"]["device"] = device
     if storage is not None:
         raw["storage"] = storage
+    if sinks:
+        raw["sinks"] = [*raw["sinks"], *(s for s in sinks if s not in raw["sinks"])]
     return structure(raw, f"{config.source} (with command-line overrides)", config.file_horizons)

@@ -18,6 +18,7 @@ from archsearch.data.sources import DataConfig
 from archsearch.data.splits import SplitConfig
 from archsearch.data.tasks import TaskConfig
 from archsearch.space.grid import SPACES
+from archsearch.storage import STORAGE_OUTAGE_S
 from archsearch.training.settings import LRSchedule, Precision, TrainConfig, warmup_with_onecycle
 
 Budget = NewType("Budget", int)
@@ -159,11 +160,28 @@ class ArchitectureConfig:
         return attrs.evolve(base, **changes)
 
 
+#: The samplers that take Optuna's ``constant_liar`` (TPESampler's remedy for parallel workers
+#: proposing the same point: running trials count as bad ones).
+CONSTANT_LIAR_SAMPLERS = ("tpe",)
+
+
 @attrs.frozen
 class SamplerConfig:
     name: str = "tpe"
     options: dict[str, Any] = attrs.Factory(dict)
     seed: int | None = 0
+    #: ``auto`` (on when several workers share a study), ``true`` or ``false``; checked by
+    #: :mod:`archsearch.config.checks` (any YAML value structures, so the message names the key).
+    constant_liar: Any = "auto"
+
+    def factory_options(self, shared: bool) -> dict[str, Any]:
+        """The options the sampler's factory gets: ``options``, with ``constant_liar`` for the
+        samplers that take it (``auto``: ``shared``, several workers on the study), unless
+        ``options`` sets it."""
+        options = dict(self.options)
+        if self.name in CONSTANT_LIAR_SAMPLERS and "constant_liar" not in options:
+            options["constant_liar"] = shared if self.constant_liar == "auto" else self.constant_liar
+        return options
 
 
 @attrs.frozen
@@ -181,6 +199,18 @@ class AllocationConfig:
 
 
 @attrs.frozen
+class ConfirmConfig:
+    """The confirmation stage: once a cell's search has its trials, the ``top_k`` best distinct
+    configurations (architecture + training values) are trained again with ``seeds`` fresh seeds
+    each; the cell's answer is the one with the best mean over its seeds (``confirm: null``: the
+    single best search trial, unconfirmed)."""
+
+    top_k: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: At least 2: an interval needs two values.
+    seeds: int = attrs.field(default=3, validator=attrs.validators.ge(2))
+
+
+@attrs.frozen
 class WorkersConfig:
     """Several processes (on one or many machines) sharing one study through the storage."""
 
@@ -195,6 +225,9 @@ class WorkersConfig:
     devices: tuple[int, ...] | None = None
     #: Worker processes for ``run`` on this machine whatever the device (overrides per_gpu).
     processes: int | None = None
+    #: Seconds each storage call waits out an outage (a database restarting, a lost connection,
+    #: a locked SQLite file) before the process gives up with a clear error.
+    storage_outage_s: float = STORAGE_OUTAGE_S
 
 
 @attrs.frozen
@@ -216,6 +249,7 @@ class Config:
     sampler: SamplerConfig = attrs.Factory(SamplerConfig)
     pruner: PrunerConfig = attrs.Factory(PrunerConfig)
     allocation: AllocationConfig = attrs.Factory(AllocationConfig)
+    confirm: ConfirmConfig | None = attrs.Factory(ConfirmConfig)
     workers: WorkersConfig = attrs.Factory(WorkersConfig)
     storage: str | None = None
     output_dir: str = "runs/{experiment}"

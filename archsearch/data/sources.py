@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import numpy as np
-import pandas as pd
 
 from archsearch.data.synthetic import synthetic_frame
 from archsearch.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported where a frame is read: a config loads without it
+    import pandas as pd
 
 SYNTHETIC = "synthetic"
 #: ``source: "builtin:NAME"``: the data sets shipped in ``archsearch/data/builtin/`` (see its README).
@@ -156,6 +158,8 @@ def builtin_path(source: str) -> contextlib.AbstractContextManager[Path]:
 
 def _read_file(source: str, label: str | None = None) -> tuple[pd.DataFrame, _Rows]:
     """Read the file at ``source``, named ``label`` (default: its path) in messages."""
+    import pandas as pd
+
     path = Path(source).expanduser()
     source = label or source
     suffix = path.suffix.lower()
@@ -184,6 +188,8 @@ def _read_file(source: str, label: str | None = None) -> tuple[pd.DataFrame, _Ro
 
 
 def _select(raw: pd.DataFrame, cfg: DataConfig, rows: _Rows) -> LoadedFrame:
+    import pandas as pd
+
     src = rows.source
     raw = raw.drop(columns=[c for c in raw.columns if _INDEX_COLUMN.match(c)]).reset_index(drop=True)
     if len(raw.columns) == 0 or len(raw) == 0:
@@ -302,6 +308,8 @@ def _add_derived_features(
 
 
 def _parse_dates(column: pd.Series, name: str, rows: _Rows) -> pd.Series:
+    import pandas as pd
+
     if pd.api.types.is_datetime64_any_dtype(column):
         dates = column
     else:
@@ -335,6 +343,8 @@ def _parse_dates(column: pd.Series, name: str, rows: _Rows) -> pd.Series:
 
 def _looks_numeric(column: pd.Series) -> bool:
     """Numeric columns, and text columns that are mostly numbers (so a typo is reported, not skipped)."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return True
     if not pd.api.types.is_object_dtype(column) and not pd.api.types.is_string_dtype(column):
@@ -344,6 +354,8 @@ def _looks_numeric(column: pd.Series) -> bool:
 
 
 def _to_float(column: pd.Series, name: str, rows: _Rows) -> pd.Series:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return column.astype(np.float64)
     numbers = pd.to_numeric(column, errors="coerce")

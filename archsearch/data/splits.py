@@ -15,13 +15,15 @@ stay inside the training rows, and the scaler is fit on the training rows only.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import numpy as np
-import pandas as pd
 
 from archsearch.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported where dates are read: a config without them loads without it
+    import pandas as pd
 
 SPLITS = ("train", "val", "test")
 Range = tuple[int, int]
@@ -36,6 +38,8 @@ def _fractions(instance: object, attribute: attrs.Attribute, value: tuple[float,
 
 def _date(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
     if value is not None:
+        import pandas as pd
+
         try:
             pd.Timestamp(value)
         except (ValueError, TypeError):
@@ -73,6 +77,8 @@ class SplitConfig:
         if self.method == "dates":
             if self.val_start is None or self.test_start is None:
                 raise ValueError("method dates needs val_start and test_start")
+            import pandas as pd
+
             if pd.Timestamp(self.val_start) >= pd.Timestamp(self.test_start):
                 raise ValueError(
                     f"val_start ({self.val_start}) must come before test_start ({self.test_start})"
@@ -103,6 +109,8 @@ def split_ranges(
             raise DataError(
                 f"{source} has no date column, so split method dates cannot be used; use fractions or rows."
             )
+        import pandas as pd
+
         cuts = []
         for value in (split.val_start, split.test_start):
             stamp = pd.Timestamp(value)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported when a frame is made: a config loads without it
+    import pandas as pd
 
 #: The synthetic market: daily volatility of the shocks in the calm and the volatile regime,
 #: persistence and stationary std of the slow and the fast drift, and the slow drift's pull per
@@ -30,6 +33,8 @@ def synthetic_frame(rows: int = 3000, features: int = 20, seed: int = 0) -> pd.D
     Columns: ``date`` (business days from 2000-01-03), ``open, high, low, close, volume`` and
     ``x01, ...``, ``features`` numeric columns in all. The same ``seed`` gives the same frame.
     """
+    import pandas as pd
+
     if features < 5:
         raise ValueError(f"features must be at least 5 (open, high, low, close, volume); got {features}")
     rng = np.random.default_rng(seed)
@@ -100,6 +105,8 @@ def _indicators(
     regime: np.ndarray,
 ) -> list[Callable[[], np.ndarray]]:
     """The kinds of indicator column, in order; each call makes one (drawing its noise then)."""
+    import pandas as pd
+
     n = len(close)
     returns = np.diff(log_price, prepend=log_price[0])
     next_shock = np.concatenate([shocks[1:], [0.0]])

@@ -11,22 +11,13 @@ from typing import Any
 
 import attrs
 import numpy as np
-import pandas as pd
 import torch
 
 from archsearch.architecture import HeadKind, ModelSpec
+from archsearch.data.shape import describe
 from archsearch.data.sources import LoadedFrame
-from archsearch.data.splits import (
-    SPLITS,
-    Range,
-    SplitConfig,
-    reaches_back,
-    rows_needed,
-    split_ranges,
-    window_ends,
-)
+from archsearch.data.splits import SPLITS, Range, SplitConfig
 from archsearch.data.tasks import TaskConfig, TaskKind, constant_bce, threshold_labels
-from archsearch.errors import DataError
 
 
 @attrs.frozen(eq=False)
@@ -57,6 +48,8 @@ class PreparedData:
     split_info: dict[str, dict[str, Any]]
     baseline_loss: float
     source: str
+    #: The same trivial predictor's loss on the test split (reported beside a winner's test loss).
+    baseline_test_loss: float = float("nan")
     offsets: torch.Tensor = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -124,74 +117,35 @@ class PreparedData:
 def prepare(
     frame: LoadedFrame, task: TaskConfig, split: SplitConfig, horizon: int, context_length: int
 ) -> PreparedData:
-    """Split ``frame`` in time, scale it with training statistics and label every window."""
-    if horizon < 1 or context_length < 1:
-        raise ValueError(f"horizon and context_length must be positive, got {horizon} and {context_length}")
-    ranges = split_ranges(frame.n_rows, split, frame.dates, frame.source)
-    all_ends = {
-        name: window_ends(ranges[name], context_length, horizon, reaches_back(split, name)) for name in SPLITS
-    }
-    _check_split_rows(frame, split, ranges, all_ends, context_length, horizon)
+    """Split ``frame`` in time, scale it with training statistics and label every window (the
+    checks and the windows are :func:`~archsearch.data.shape.describe`'s)."""
+    shape = describe(frame, task, split, horizon, context_length)
     values = frame.frame.to_numpy(dtype=np.float64)
-    mean, std, scaled = _scale(values, ranges["train"])
-    target_index = frame.column_index(frame.target_name)
-    if task.kind == "threshold":
-        channels = (target_index,)
-    else:
-        channels = tuple(frame.column_index(n) for n in task.targets) if task.targets else (target_index,)
-    ends, labels = _windows(frame, task, all_ends, values, scaled, channels, horizon)
-    baseline = _baseline_loss(task, scaled, ends, labels, channels)
+    mean, std, scaled = _scale(values, shape.ranges["train"])
+    channels = shape.target_channels
+    labels = _labels(task, shape.ends, values, scaled, channels, horizon)
+    baseline = _baseline_loss(task, scaled, shape.ends, labels, channels)
+    baseline_test = _baseline_loss(task, scaled, shape.ends, labels, channels, "test")
     return PreparedData(
         series=torch.from_numpy(scaled),
-        ends={k: torch.from_numpy(v) for k, v in ends.items()},
+        ends={k: torch.from_numpy(v) for k, v in shape.ends.items()},
         labels={k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in labels.items()},
         task_kind=task.kind,
         context_length=context_length,
         horizon=horizon,
-        head=task.head,
-        n_outputs=1 if task.kind == "threshold" else horizon,
-        n_targets=len(channels),
+        head=shape.head,
+        n_outputs=shape.n_outputs,
+        n_targets=shape.n_targets,
         target_channels=channels,
         feature_names=frame.feature_names,
         target_name=frame.target_name,
         scaler_mean=mean,
         scaler_std=std,
-        split_info=_split_info(frame, ranges, ends),
+        split_info=shape.split_info,
         baseline_loss=baseline,
         source=frame.source,
+        baseline_test_loss=baseline_test,
     )
-
-
-def _check_split_rows(
-    frame: LoadedFrame,
-    split: SplitConfig,
-    ranges: dict[str, Range],
-    ends: dict[str, np.ndarray],
-    context_length: int,
-    horizon: int,
-) -> None:
-    """Raise :class:`DataError` unless every split holds at least one whole window."""
-    per_split = context_length + horizon
-    short = {name: ranges[name] for name in SPLITS if not len(ends[name])}
-    if short:
-        name, (start, end) = next(iter(short.items()))
-        if reaches_back(split, name):
-            raise DataError(
-                f"{frame.source}: too few rows. A {name} window needs its horizon {horizon} label rows "
-                f"inside the split and context_length {context_length} input rows before them (from "
-                f"earlier rows too, with split.context_from_previous), but the {name} split has "
-                f"{end - start} rows ({start}..{end - 1}); the data has {frame.n_rows} rows."
-            )
-        total = rows_needed(split, per_split)
-        overall = (
-            f"With fractions {list(split.fractions)} that takes at least {total} rows; " if total else ""
-        )
-        raise DataError(
-            f"{frame.source}: too few rows. A window needs context_length {context_length} + horizon {horizon} = "
-            f"{per_split} rows inside one split, but the {name} split has {end - start} "
-            f"(rows {start}..{end - 1}). "
-            f"{overall}the data has {frame.n_rows} rows."
-        )
 
 
 def _scale(values: np.ndarray, train: Range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,34 +157,25 @@ def _scale(values: np.ndarray, train: Range) -> tuple[np.ndarray, np.ndarray, np
     return mean, std, ((values - mean) / std).astype(np.float32)
 
 
-def _windows(
-    frame: LoadedFrame,
+def _labels(
     task: TaskConfig,
     ends: dict[str, np.ndarray],
     values: np.ndarray,
     scaled: np.ndarray,
     channels: tuple[int, ...],
     horizon: int,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Each split's window end rows (``ends``) and labels: threshold labels of the unscaled target,
-    or the scaled future values of the target ``channels``."""
-    if task.kind == "threshold":
-        prices = values[:, channels[0]]
+) -> dict[str, np.ndarray]:
+    """Each split's labels: threshold labels of the unscaled target (positive, as ``describe``
+    checked), or the scaled future values of the target ``channels``."""
     labels: dict[str, np.ndarray] = {}
     for name in SPLITS:
         if task.kind == "threshold":
-            e = ends[name]
-            if (prices[e] <= 0).any():
-                i = int(e[np.flatnonzero(prices[e] <= 0)[0]])
-                raise DataError(
-                    f"{frame.source}: the threshold task needs a positive target; column '{frame.target_name}' is "
-                    f"{prices[i]} at row {i}. Use kind: forecast, or a price column as the target."
-                )
-            labels[name] = threshold_labels(prices, e, horizon, task.threshold, task.rule)[:, None]
+            prices = values[:, channels[0]]
+            labels[name] = threshold_labels(prices, ends[name], horizon, task.threshold, task.rule)[:, None]
         else:
             future = ends[name][:, None] + np.arange(1, horizon + 1)
             labels[name] = scaled[future][:, :, list(channels)]
-    return ends, labels
+    return labels
 
 
 def _baseline_loss(
@@ -239,30 +184,11 @@ def _baseline_loss(
     ends: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     channels: tuple[int, ...],
+    split: str = "val",
 ) -> float:
-    """The validation loss of the trivial predictor: the training positive rate (BCE) or the last
-    value repeated (MSE)."""
+    """The loss of the trivial predictor on ``split``: the training positive rate (BCE) or the
+    last value repeated (MSE)."""
     if task.kind == "threshold":
-        return constant_bce(labels["train"], labels["val"])
-    last = scaled[ends["val"]][:, None, list(channels)]
-    return float(np.mean((labels["val"] - last) ** 2, dtype=np.float64))
-
-
-def _split_info(
-    frame: LoadedFrame, ranges: dict[str, Range], ends: dict[str, np.ndarray]
-) -> dict[str, dict[str, Any]]:
-    """What each split covers: its rows, its number of windows and (with dates) its first and last date."""
-    info: dict[str, dict[str, Any]] = {}
-    for name in SPLITS:
-        start, end = ranges[name]
-        entry: dict[str, Any] = {"rows": [start, end], "windows": len(ends[name])}
-        if frame.dates is not None:
-            entry["first_date"] = _iso(frame.dates.iloc[start])
-            entry["last_date"] = _iso(frame.dates.iloc[end - 1])
-        info[name] = entry
-    return info
-
-
-def _iso(stamp: pd.Timestamp) -> str:
-    """``2015-01-02`` for a midnight timestamp, the full ISO form otherwise."""
-    return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
+        return constant_bce(labels["train"], labels[split])
+    last = scaled[ends[split]][:, None, list(channels)]
+    return float(np.mean((labels[split] - last) ** 2, dtype=np.float64))

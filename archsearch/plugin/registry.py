@@ -16,6 +16,7 @@ from archsearch.architecture import Architecture, ArchSpace, ModelSpec
 __all__ = [
     "ActivationShape",
     "ArchitectureGenerator",
+    "EpochEvent",
     "GridRequest",
     "ModelVariant",
     "SamplerPlugin",
@@ -93,12 +94,30 @@ class SamplerPlugin:
     description: str = ""
 
 
+@attrs.frozen
+class EpochEvent:
+    """One epoch of a running trial, as sinks with an ``epoch_finished`` method hear it (epochs
+    count from 1; ``train_loss`` None when the trainer gives none)."""
+
+    study_name: str
+    trial: int
+    epoch: int
+    epochs: int
+    val_loss: float
+    train_loss: float | None = None
+    metrics: Mapping[str, float] = attrs.Factory(dict)
+    #: The cell's label (``8K_h2``).
+    cell: str = ""
+
+
 class Sink(Protocol):
     """A result sink: told of every finished trial (complete, pruned or failed) with the row of
-    :func:`archsearch.records.trial_record` and its cell's :class:`~archsearch.records.CellSummary`,
-    and of every finished cell. When a run starts, the storage's finished trials are told again
-    with ``record["replayed"] = True``, so a sink can rebuild what it lost (the CSV adds missing
-    rows) or skip them (a notifier)."""
+    :func:`archsearch.records.trial_record` (``study_name``, ``trial``, ``storage``: the URL with
+    its password masked) and its cell's :class:`~archsearch.records.CellSummary`, and of every
+    finished cell. When a run starts, the storage's finished trials are told again with
+    ``record["replayed"] = True``, so a sink can rebuild what it lost (the CSV adds missing rows)
+    or skip them (a notifier). A sink may also have ``epoch_finished(event: EpochEvent)``, told
+    after every epoch of the trials this process runs; one without it is not told."""
 
     def trial_finished(self, record: Mapping[str, Any], cell: Any) -> None: ...
 
@@ -109,8 +128,25 @@ class Sink(Protocol):
 
 @attrs.frozen
 class SinkPlugin:
-    """``factory(output_dir: Path, config: archsearch.config.Config)`` returns a :class:`Sink`."""
+    """``factory(output_dir: Path, config: archsearch.config.Config)`` returns a :class:`Sink`.
+
+    ``requires``: modules the sink imports when opened (an optional extra); a run whose config
+    names the sink while one is missing stops before anything runs, with ``install``, the
+    command that brings them (``pip install "archsearch[mlflow]"``)."""
 
     name: str
     factory: Callable[[Any, str], Sink]
     description: str = ""
+    requires: tuple[str, ...] = ()
+    install: str = ""
+
+    def missing(self) -> str | None:
+        """Why the sink cannot open here (a required module is not installed), or None."""
+        import importlib.util
+
+        absent = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if not absent:
+            return None
+        names = ", ".join(repr(m) for m in absent)
+        how = f"; install it with: {self.install}" if self.install else ""
+        return f"sink {self.name!r} needs the Python package {names}, which is not installed{how}"

@@ -45,8 +45,10 @@ def archsearch_register_samplers() -> list[SamplerPlugin]:
 
 @hookspec
 def archsearch_register_sinks() -> list[SinkPlugin]:
-    """Return result-sink factories; a sink hears of every finished trial and every finished cell.
+    """Return result-sink factories; a sink hears of every finished trial and every finished cell,
+    and (with an ``epoch_finished`` method) of every epoch of the trials its process runs.
 
     Called once when the plugin manager is built. Every plugin's list is joined; a name offered
     twice is an error. A sink that raises while running is reported and disabled; the study goes on.
+    A sink whose ``requires`` modules are missing stops the run before it starts, naming ``install``.
     """

@@ -9,7 +9,16 @@ from typing import Any
 
 from archsearch.budget import format_budget
 from archsearch.report.cells import CellReport, ReportData, finite
-from archsearch.report.plot import Figure, _clip, _empty, _new_figure, _nothing_yet, _png, _upper_limit
+from archsearch.report.plot import (
+    Figure,
+    _clip,
+    _empty,
+    _new_figure,
+    _nothing_yet,
+    _png,
+    _upper_limit,
+    figure_legend,
+)
 
 ARCH_AXES = (
     ("n_layers", "n_layers (log scale)", lambda t: t["n_layers"]),
@@ -105,7 +114,7 @@ def architecture_figure(data: ReportData, budget: int, norm: Any) -> Figure:
             if row == 0:
                 ax.set_title(f"val loss against {axis[0]}", fontsize=11)
             _architecture_panel(ax, cell, axis, trials, limit, extremes, norm)
-    _architecture_key(fig, axes, norm)
+    _architecture_key(fig, axes, norm, cells)
     fig.suptitle(f"{format_budget(budget)}: validation loss against depth and width", fontsize=13)
     name = f"architecture_{format_budget(budget)}.png"
     return Figure(
@@ -140,9 +149,10 @@ def _architecture_panel(
     co = [(x, t) for x, t in pts if t["state"] == "COMPLETE"]
     labelled = _scatter_complete(ax, co, limit, extremes, norm)
     _star_best(ax, cell, x_of, limit)
+    _mark_winner(ax, cell, x_of)
     if limit is not None:
         ax.set_ylim(top=limit * 1.02)
-    _label_extremes(ax, labelled, extremes)
+    _label_extremes(ax, labelled)
     ax.grid(True, alpha=0.3)
     ax.set_xlabel(xlabel, fontsize=9)
 
@@ -168,10 +178,10 @@ def _scatter_complete(
     limit: float | None,
     extremes: dict[tuple[int, int, int, int], list[str]],
     norm: Any,
-) -> dict[tuple[Any, Any, Any, Any], tuple[float, float]]:
+) -> dict[str, tuple[float, float]]:
     """Complete trials coloured by learning rate, the extreme architectures ringed; returns where
-    to name each extreme (its best ringed point)."""
-    labelled: dict[tuple[Any, Any, Any, Any], tuple[float, float]] = {}
+    to name each kind of extreme (the best ringed point holding it)."""
+    labelled: dict[str, tuple[float, float]] = {}
     if not co:
         return labelled
     ys, over = _clip([t["val_loss"] for _, t in co], limit)
@@ -199,10 +209,10 @@ def _scatter_complete(
             linewidths=1,
             zorder=4,
         )
-        for x, y, t in ring:
-            key = _arch_key(t)
-            if key not in labelled or y < labelled[key][1]:
-                labelled[key] = (x * _jitter(t), y)
+        for x, y, t in ring:  # each kind of extreme is named once, at its best point
+            for label in extremes[_arch_key(t)]:
+                if label not in labelled or y < labelled[label][1]:
+                    labelled[label] = (x * _jitter(t), y)
     return labelled
 
 
@@ -223,34 +233,69 @@ def _star_best(ax: Any, cell: CellReport, x_of: Any, limit: float | None) -> Non
             )
 
 
-def _architecture_key(fig: Any, axes: Any, norm: Any) -> None:
-    """The legend of the markers and the learning-rate colour bar."""
+def _mark_winner(ax: Any, cell: CellReport, x_of: Any) -> None:
+    """The confirmed winner's mean over its seeds, with its 95% interval, as a black diamond."""
+    if cell.confirmation is None:
+        return
+    w = cell.confirmation.winner
+    x = x_of(w.arch)
+    if not x:
+        return
+    low = w.mean - w.low if math.isfinite(w.low) else 0.0
+    high = w.high - w.mean if math.isfinite(w.high) else 0.0
+    ax.errorbar(
+        [x], [w.mean], yerr=[[low], [high]], fmt="D", ms=7, mfc="white", color="black", capsize=3, zorder=6
+    )
+
+
+def _architecture_key(fig: Any, axes: Any, norm: Any, cells: list[CellReport]) -> None:
+    """The legend of the markers drawn and the learning-rate colour bar."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.lines import Line2D
 
+    complete = [t for c in cells for t in c.complete()]
+    drawn = (
+        bool(complete),
+        any(c.pruned() for c in cells),
+        any(c.best is not None for c in cells),
+        any(_arch_key(t) in ex for c in cells for ex in (_extremes(c),) for t in c.complete()),
+        any(c.confirmation is not None for c in cells),
+    )
     handles = [
         Line2D([], [], marker="o", ls="", color="#3b8bc2", label="complete (colour: learning rate)"),
-        Line2D([], [], marker="x", ls="", color="0.6", label="pruned (val loss when stopped)"),
-        Line2D([], [], marker="*", ls="", mfc="none", mec="crimson", ms=14, label="best of the cell"),
+        Line2D([], [], marker="x", ls="", color="0.6", label="pruned (loss when stopped)"),
+        Line2D([], [], marker="*", ls="", mfc="none", mec="crimson", ms=14, label="best trial of the cell"),
         Line2D([], [], marker="o", ls="", mfc="none", mec="black", ms=10, label="extreme architecture tried"),
+        Line2D(
+            [],
+            [],
+            marker="D",
+            ls="-",
+            color="black",
+            mfc="white",
+            ms=7,
+            label="confirmed winner (mean, 95% interval)",
+        ),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    figure_legend(fig, [h for h, d in zip(handles, drawn, strict=True) if d], ncols=4)
     fig.colorbar(
         ScalarMappable(norm=norm, cmap=LR_CMAP), ax=axes, label="learning rate (log scale)", shrink=0.9
     )
 
 
-def _label_extremes(
-    ax: Any, labelled: dict[tuple[Any, Any, Any, Any], tuple[float, float]], extremes: dict[Any, list[str]]
-) -> None:
-    """Name the extremes beside each one's best point, away from the panel's nearest edges."""
+def _label_extremes(ax: Any, labelled: dict[str, tuple[float, float]]) -> None:
+    """Name each kind of extreme once, beside its best point (kinds that share a point share one
+    label), away from the panel's nearest edges."""
+    at: dict[tuple[float, float], list[str]] = {}
+    for label, point in labelled.items():
+        at.setdefault(point, []).append(label)
     x_lo, x_hi = (math.log(v) for v in ax.get_xlim())
     y_lo, y_hi = ax.get_ylim()
-    for key, (x, y) in labelled.items():
+    for (x, y), labels in at.items():
         right = (math.log(x) - x_lo) / ((x_hi - x_lo) or 1) > 0.6
         top = (y - y_lo) / ((y_hi - y_lo) or 1) > 0.85
         text = ax.annotate(
-            ", ".join(extremes[key]),
+            ", ".join(labels),
             (x, y),
             textcoords="offset points",
             xytext=(-8 if right else 8, -12 if top else 6),

@@ -6,11 +6,16 @@ directory holding ``archsearch.db``) or from ``experiment_results.csv`` alone, a
 
 - ``report.html``: one self-contained page (inline CSS, the figures as base64 data URIs, nothing
   fetched from the network; a two-line inline script only records whether every image loaded);
-- the figures as PNGs: ``scaling.png`` (best validation loss against budget, one line per
-  horizon) and per budget ``architecture_{budget}.png`` (val loss against n_layers, d_model and
-  n_layers/d_model, coloured by learning rate, extremes marked), ``history_{budget}.png`` (val loss
-  per trial with the best so far) and ``importance_{budget}.png`` (parameter importance);
-- ``report.md``: the best-per-cell table, the counts and links to the PNGs, for a terminal or a PR.
+- ``scaling.json``: each horizon's scaling law fitted across budgets
+  (:mod:`archsearch.report.scaling`), or why there is none;
+- the figures as PNGs: ``scaling.png`` (each budget's answer at its winner's parameter count with
+  its 95% interval, and the fitted law, one colour per horizon) and per budget
+  ``architecture_{budget}.png`` (val loss against n_layers, d_model and n_layers/d_model,
+  coloured by learning rate, extremes marked), ``history_{budget}.png`` (val loss per trial with
+  the best so far) and ``importance_{budget}.png`` (parameter importance);
+- ``report.md``: the first screen (per budget and horizon the confirmed architecture with its
+  interval, the runner-up, any edge-of-space warning, and each horizon's fitted exponent), the
+  best-trial table, the counts and links to the PNGs, for a terminal or a PR.
 
 matplotlib is imported inside the functions that draw, so the other commands stay fast.
 """
@@ -25,7 +30,9 @@ from archsearch.errors import ArchsearchError
 from archsearch.report.figures import render_figures
 from archsearch.report.html import html_page
 from archsearch.report.loading import ReportData, load
+from archsearch.report.scaling import SCALING_JSON, write_scaling
 from archsearch.report.text import markdown
+from archsearch.report.trust import scaling_fits
 
 FORMATS = ("html", "png", "md")
 
@@ -39,7 +46,7 @@ def build_report(
     """Read ``source`` and write the report in ``formats``; returns the data and the paths written.
 
     ``html`` writes ``report.html`` (figures inside it); ``png`` the figures; ``md`` ``report.md``
-    and the figures it links to.
+    and the figures it links to; every format writes ``scaling.json`` (each horizon's fitted law).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -52,13 +59,15 @@ def build_report(
             "(or pip install matplotlib)"
         ) from None
     data = load(source, storage)
+    data.scaling = scaling_fits(data)
     out_dir = Path(output) if output is not None else data.default_output
     out_dir.mkdir(parents=True, exist_ok=True)
     from archsearch.outputs import atomic_write
 
     figures = render_figures(data)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    written = []
+    write_scaling(out_dir / SCALING_JSON, data.scaling)
+    written = [out_dir / SCALING_JSON]
     if "png" in formats or "md" in formats:
         for f in figures:
             path = out_dir / f.name

@@ -61,6 +61,16 @@ class CellReport:
     importance_method: str = ""
     importance_note: str = ""
     n_trials: int | None = None  # the config's target, when known
+    #: The confirmed answer (``archsearch.search.confirm.Confirmation``), None when not confirmed.
+    confirmation: Any = None
+    #: Why there is no confirmation (shown instead of it).
+    confirm_note: str = "not confirmed (single best trial)"
+    #: Confirmation trials in the study: all of them, and those finished (complete, pruned, failed).
+    n_confirm: int = 0
+    n_confirm_done: int = 0
+    #: The cell's architectures as ``(d_model, n_layers)`` (from the study's fingerprint, else the
+    #: trials'): what "an edge of the space" is measured against.
+    architectures: list[tuple[int, int]] = attrs.Factory(list)
 
     @property
     def label(self) -> str:
@@ -72,6 +82,15 @@ class CellReport:
         if self.n_trials is None:
             return None
         return self.n_complete + self.n_pruned >= self.n_trials
+
+    @property
+    def winner(self) -> dict[str, Any] | None:
+        """The cell's answer as ``d_model, n_layers, n_heads, d_ff, param_count`` and its loss:
+        the confirmed winner when there is one, else the search's best trial."""
+        c = self.confirmation
+        if c is not None:
+            return {**c.winner.arch, "param_count": c.winner.n_params, "val_loss": c.winner.mean}
+        return self.best
 
     def complete(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["state"] == "COMPLETE" and finite(t.get("val_loss"))]
@@ -88,6 +107,8 @@ class ReportData:
     cells: list[CellReport]
     default_output: Path
     notes: list[str] = attrs.Factory(list)
+    #: Each horizon's scaling law (``archsearch.report.scaling.ScalingFit``), set by the report's build.
+    scaling: list[Any] = attrs.Factory(list)
 
     @property
     def budgets(self) -> list[int]:

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from archsearch.budget import format_budget
 from archsearch.report.cells import ReportData
 from archsearch.report.plot import Figure
-from archsearch.report.text import READING, _importance_text, _totals, table_columns, table_rows
+from archsearch.report.text import (
+    ANSWER_HEADING,
+    READING,
+    TABLE_HEADING,
+    _importance_text,
+    _totals,
+    table_columns,
+    table_rows,
+)
+from archsearch.report.trust import first_screen
 
 CSS = """
 body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1d2430;
@@ -34,6 +43,12 @@ figure { margin: 16px 0 28px; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eef0f2; }
 figcaption { color: #5b6470; font-size: 13px; margin-top: 4px; }
 ul.importance { font-size: 14px; }
+ul.answer { padding-left: 20px; }
+ul.answer li { margin: 6px 0; max-width: 1100px; }
+ul.answer li.warning { background: #fdecea; border-left: 5px solid #c62828; padding: 6px 10px;
+  list-style: none; margin-left: -20px; }
+ul.answer li.scaling { font-weight: 600; }
+ul.answer li.note { color: #5b6470; font-style: italic; }
 .reading p { max-width: 900px; }
 """
 
@@ -54,28 +69,21 @@ def _md_inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def html_page(data: ReportData, figures: Sequence[Figure], generated: str) -> str:
+def _answer(data: ReportData) -> list[str]:
+    """The first screen: per budget and horizon the answer and its warnings, then the scaling law."""
+    out = [f'<h2>{html.escape(ANSWER_HEADING)}</h2><ul class="answer" id="answer">']
+    for kind, text in first_screen(data):
+        mark = "<strong>⚠ Edge of the space.</strong> " if kind == "warning" else ""
+        out.append(f'<li class="{kind}">{mark}{html.escape(text)}</li>')
+    return [*out, "</ul>"]
+
+
+def _table(data: ReportData) -> list[str]:
+    """The search's best single trial per cell, one row each."""
     e = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>archsearch report: {e(data.title)}</title>",
-        f"<style>{CSS}</style>",
-        LOAD_CHECK,
-        "</head><body>",
-        f"<h1>archsearch report: {e(data.title)}</h1>",
-        f'<p class="meta">Source: {e(data.source)}. Generated {e(generated)}.</p>',
-    ]
-    notice = data.partial_notice()
-    if notice:
-        out.append(f'<div class="partial" id="partial">{_md_inline(notice)}</div>')
-    out.append(f'<p id="totals">{e(_totals(data))}</p>')
-    for note in data.notes:
-        out.append(f'<p class="note">{e(note)}</p>')
     columns = table_columns(data)
-    out += [
-        "<h2>Best architecture per budget and horizon</h2>",
+    out = [
+        f"<h2>{e(TABLE_HEADING)}</h2>",
         '<div class="scroll"><table id="best-per-cell"><thead><tr>',
         "".join(f"<th>{e(h)}</th>" for h, _ in columns),
         "</tr></thead><tbody>",
@@ -92,7 +100,30 @@ def html_page(data: ReportData, figures: Sequence[Figure], generated: str) -> st
             )
         else:
             out.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>")
-    out.append("</tbody></table></div>")
+    return [*out, "</tbody></table></div>"]
+
+
+def html_page(data: ReportData, figures: Sequence[Figure], generated: str) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>archsearch report: {e(data.title)}</title>",
+        f"<style>{CSS}</style>",
+        LOAD_CHECK,
+        "</head><body>",
+        f"<h1>archsearch report: {e(data.title)}</h1>",
+        f'<p class="meta">Source: {e(data.source)}. Generated {e(generated)}.</p>',
+    ]
+    notice = data.partial_notice()
+    if notice:
+        out.append(f'<div class="partial" id="partial">{_md_inline(notice)}</div>')
+    out += _answer(data)
+    out.append(f'<p id="totals">{e(_totals(data))}</p>')
+    for note in data.notes:
+        out.append(f'<p class="note">{e(note)}</p>')
+    out += _table(data)
 
     def figure(f: Figure) -> str:
         data_uri = "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")

@@ -20,6 +20,8 @@ from archsearch.report.importance import rank_importance, storage_importance
 
 REPORT_DIR = "report"
 STUDY_NAME = re.compile(r"^(?P<experiment>.+)_(?P<budget>[0-9.]+[KMBGT]?)_h(?P<horizon>\d+)$")
+#: An architecture's key (``archsearch.architecture.Architecture.key``: ``d16-L12-h2-ff32``).
+ARCH_KEY = re.compile(r"^d(?P<d_model>\d+)-L(?P<n_layers>\d+)-h\d+-ff\d+$")
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -58,7 +60,6 @@ def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
     """The studies of a config's experiment in its storage (running ones included)."""
     from archsearch.config import apply_overrides, load_config
     from archsearch.search.overview import existing_storage, experiment_studies
-    from archsearch.storage import redact
 
     config = load_config(path)
     if storage is not None:
@@ -82,7 +83,7 @@ def load_config_storage(path: Path, storage: str | None = None) -> ReportData:
                 )
     return ReportData(
         title=config.experiment,
-        source=f"storage {redact(config.storage_url)} (config {path})",
+        source=f"storage {shown_storage(config.storage_url)} (config {path.resolve()})",
         from_storage=True,
         cells=sorted(cells, key=_cell_order),
         default_output=config.output_path / REPORT_DIR,
@@ -109,11 +110,23 @@ def load_storage(url: str, default_output: Path) -> ReportData:
     experiments = sorted({c.experiment for c in cells})
     return ReportData(
         title=", ".join(experiments),
-        source=f"storage {redact(url)}",
+        source=f"storage {shown_storage(url)}",
         from_storage=True,
         cells=cells,
         default_output=default_output,
     )
+
+
+def shown_storage(url: str) -> str:
+    """A storage as the report names it: a SQLite or journal file by its absolute path (the
+    report may be read far from where the run started), any other URL with its password hidden."""
+    from archsearch.storage import redact, storage_file
+
+    file = storage_file(url)
+    if file is None:
+        return redact(url)
+    kind = "SQLite" if url.startswith("sqlite:") else "journal"
+    return f"{file.resolve()} ({kind})"
 
 
 def _cell_order(c: CellReport) -> tuple[str, int, int]:
@@ -123,7 +136,8 @@ def _cell_order(c: CellReport) -> tuple[str, int, int]:
 def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
     from optuna.trial import TrialState
 
-    from archsearch.records import CellSummary, cell_of, is_surplus, trial_record
+    from archsearch.records import CONFIRM, CellSummary, cell_of, is_surplus, stage_of, trial_record
+    from archsearch.search.confirm import summarize
 
     info = cell_of(study)
     direction = study.direction.name.lower()
@@ -135,16 +149,47 @@ def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
         direction,
         n_trials=n_trials,
     )
+    # running and waiting: every trial (confirmation ones too); complete, pruned, failed: the search's
     counts = CellSummary(cell.experiment, cell.budget, cell.horizon, study.study_name, direction)
-    for t in study.get_trials(deepcopy=False):
+    found = CellSummary(cell.experiment, cell.budget, cell.horizon, study.study_name, direction)
+    trials = study.get_trials(deepcopy=False)
+    search = []
+    for t in trials:
         counts.add(t)  # skips the claims a worker gave back (archsearch.search.coordination)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_surplus(t):
+        if is_surplus(t):
+            continue
+        if stage_of(t) == CONFIRM:  # repeats of search configurations: counted apart, not plotted
+            cell.n_confirm += 1
+            cell.n_confirm_done += t.state.is_finished()
+            continue
+        found.add(t)
+        search.append(t)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             cell.trials.append(typed_row(trial_record(t, study.study_name)))
-    cell.n_complete, cell.n_pruned, cell.n_failed = counts.n_complete, counts.n_pruned, counts.n_failed
+    cell.n_complete, cell.n_pruned, cell.n_failed = found.n_complete, found.n_pruned, found.n_failed
     cell.n_running, cell.n_waiting = counts.n_running, counts.n_waiting
     cell.best = best_row(cell.trials, direction)
-    storage_importance(cell, study)
+    cell.confirmation = summarize(trials, direction)
+    if cell.confirmation is None and cell.n_confirm:
+        cell.confirm_note = (
+            f"not confirmed yet ({cell.n_confirm_done} of {cell.n_confirm} confirmation trials finished, "
+            "none complete): single best trial"
+        )
+    cell.architectures = _architectures(study, trials)
+    storage_importance(cell, study, search)
     return cell
+
+
+def _architectures(study: Any, trials: Sequence[Any]) -> list[tuple[int, int]]:
+    """The cell's ``(d_model, n_layers)`` list: its fingerprint's architectures, else the trials'."""
+    from archsearch.records import fingerprint_of, trial_setup
+
+    keys = ((fingerprint_of(study) or {}).get("encoding") or {}).get("architectures") or []
+    found = [m for m in (ARCH_KEY.match(str(k)) for k in keys) if m]
+    if found:
+        return sorted({(int(m["d_model"]), int(m["n_layers"])) for m in found})
+    setups = (trial_setup(t) for t in trials)
+    return sorted({(s["d_model"], s["n_layers"]) for s in setups if s.get("d_model") and s.get("n_layers")})
 
 
 def load_csv(path: Path, default_output: Path) -> ReportData:
@@ -171,21 +216,7 @@ def load_csv(path: Path, default_output: Path) -> ReportData:
         if where is None:
             continue  # rows that name no budget and horizon cannot be placed in a cell
         experiment, budget, horizon = where
-        cell = CellReport(experiment, budget, horizon, name)
-        for raw in group:
-            t = typed_row(raw)
-            state = t["state"]
-            if state == "COMPLETE":
-                cell.n_complete += 1
-            elif state == "PRUNED":
-                cell.n_pruned += 1
-            elif state == "FAIL":
-                cell.n_failed += 1
-            if state in ("COMPLETE", "PRUNED"):
-                cell.trials.append(t)
-        cell.best = best_row(cell.trials, cell.direction)
-        rank_importance(cell)
-        cells.append(cell)
+        cells.append(_csv_cell(experiment, budget, horizon, name, group))
     if not cells:
         raise ArchsearchError(f"{path}: no row names its budget and horizon (columns budget, horizon)")
     cells.sort(key=_cell_order)
@@ -200,6 +231,38 @@ def load_csv(path: Path, default_output: Path) -> ReportData:
             f"not shown (report from the config, or from an output directory holding {DB_NAME}, for them)."
         ],
     )
+
+
+def _csv_cell(
+    experiment: str, budget: int, horizon: int, name: str, group: Sequence[dict[str, Any]]
+) -> CellReport:
+    """One cell of the results CSV: its search rows (confirmation rows are only counted)."""
+    cell = CellReport(experiment, budget, horizon, name)
+    for raw in group:
+        t = typed_row(raw)
+        if raw.get("stage") == "confirm":  # the CSV does not link a repeat to its configuration
+            cell.n_confirm += 1
+            continue
+        state = t["state"]
+        if state == "COMPLETE":
+            cell.n_complete += 1
+        elif state == "PRUNED":
+            cell.n_pruned += 1
+        elif state == "FAIL":
+            cell.n_failed += 1
+        if state in ("COMPLETE", "PRUNED"):
+            cell.trials.append(t)
+    cell.best = best_row(cell.trials, cell.direction)
+    cell.architectures = sorted(
+        {(t["d_model"], t["n_layers"]) for t in cell.trials if t["d_model"] and t["n_layers"]}
+    )
+    if cell.n_confirm:
+        cell.confirm_note = (
+            f"not confirmed here (single best trial): the CSV holds {cell.n_confirm} confirmation rows but "
+            f"not which configuration each repeats; report from the storage ({DB_NAME}) for the confirmed answer"
+        )
+    rank_importance(cell)
+    return cell
 
 
 def _cell_key(name: str, group: Sequence[dict[str, Any]]) -> tuple[str, int, int] | None:

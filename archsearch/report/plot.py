@@ -25,9 +25,11 @@ class Figure:
 
 
 def _new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
     fig = MplFigure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure legends with (figure_legend)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
@@ -36,6 +38,40 @@ def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def figure_legend(fig: Any, handles: Sequence[Any], ncols: int, fontsize: float = 9) -> Any:
+    """The figure's legend below its panels, with the most columns (at most ``ncols``) that fit
+    its width: a legend wider than the figure is cut off in the PNG."""
+    if not handles:
+        return None
+    renderer = fig.canvas.get_renderer()
+    for n in range(min(ncols, len(handles)), 0, -1):
+        legend = fig.legend(
+            handles=handles, loc="outside lower center", ncols=n, fontsize=fontsize, frameon=False
+        )
+        if n == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width * 0.98:
+            return legend
+        legend.remove()
+    return None
+
+
+def legends_inside(fig: Any) -> bool:
+    """Whether every legend of ``fig`` (the figure's and its panels') lies inside the saved image."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    for legend in legends:
+        extent = legend.get_window_extent(renderer)
+        if (
+            extent.x0 < box.x0 - 1
+            or extent.y0 < box.y0 - 1
+            or extent.x1 > box.x1 + 1
+            or extent.y1 > box.y1 + 1
+        ):
+            return False
+    return True
 
 
 def _empty(ax: Any, text: str) -> None:

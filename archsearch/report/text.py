@@ -10,6 +10,7 @@ from archsearch.budget import format_budget
 from archsearch.report.cells import CellReport, ReportData
 from archsearch.report.importance import SPEARMAN
 from archsearch.report.plot import Figure
+from archsearch.report.trust import ANSWER, NOTE, SCALING, WARNING, first_screen
 
 TABLE_COLUMNS = (
     ("cell", "cell"),
@@ -32,6 +33,7 @@ TABLE_COLUMNS = (
     ("failed", "n_failed"),
 )
 PROGRESS_COLUMNS = (("running", "n_running"), ("waiting", "n_waiting"))
+TABLE_HEADING = "The search's best single trial per budget and horizon (before confirmation)"
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -94,11 +96,14 @@ def _totals(data: ReportData) -> str:
     text = (
         f"{n} cell{'s' if n != 1 else ''} ({_plural(len(data.budgets), 'budget')} x "
         f"{_plural(len(data.horizons), 'horizon')}): "
-        f"{complete} complete, {pruned} pruned, {failed} failed trials"
+        f"{complete} complete, {pruned} pruned, {failed} failed search trials"
     )
     if data.from_storage:
         running, waiting = data.in_progress
         text += f", {running} running, {waiting} waiting"
+    confirm, done = sum(c.n_confirm for c in data.cells), sum(c.n_confirm_done for c in data.cells)
+    if confirm:
+        text += f"; and {_plural(confirm, 'confirmation trial')} ({done} finished)"
     empty = [c.label for c in data.cells if c.best is None]
     if empty:
         text += f"; no complete trial yet in {', '.join(empty)}"
@@ -108,27 +113,50 @@ def _totals(data: ReportData) -> str:
 def _importance_text(cell: CellReport) -> str:
     if not cell.importance:
         return f"{cell.label}: none ({cell.importance_note or 'no complete trials'})"
-    if cell.importance_method == SPEARMAN:
-        top = ", ".join(f"{k} {v:+.2f}" for k, v in list(cell.importance.items())[:4])
-        return f"{cell.label} (Spearman ρ): {top}"
-    top = ", ".join(f"{k} {v:.2f}" for k, v in list(cell.importance.items())[:4])
-    return f"{cell.label} (fANOVA): {top}"
+    signed = cell.importance_method == SPEARMAN
+    top = ", ".join(
+        f"{k} {v:+.2f}" if signed else f"{k} {v:.2f}" for k, v in list(cell.importance.items())[:4]
+    )
+    return f"{cell.label}, {cell.importance_method} {cell.importance_note}: {top}"
+
+
+ANSWER_HEADING = "The answer per budget and horizon"
+#: How each kind of first-screen line starts in report.md.
+MD_MARKS = {WARNING: "⚠ **Edge of the space.** ", SCALING: "", NOTE: "_", ANSWER: ""}
+
+
+def _md_line(kind: str, text: str) -> str:
+    return f"- {MD_MARKS[kind]}{text}{'_' if kind == NOTE else ''}"
 
 
 READING = (
-    "**Scaling.** Each line is one horizon's best validation loss at each budget. A line that keeps "
-    "falling says more parameters still help at this data size; a flat or rising line says the data, "
-    "not the model, is the limit (or that the larger budgets were searched less well). The dotted "
-    "line is the loss of the best constant predictor: a best trial near it learned little.",
-    "**Depth and width.** Each point is a trial, coloured by learning rate. Where the best points "
+    "**The answer.** A confirmed architecture is the search's best few configurations trained again "
+    "over fresh seeds; its loss is the mean over those seeds with the 95% t-interval of that mean. "
+    "When the runner-up is not separated from it, the two are equally good on this data: pick either. "
+    '"Not confirmed (single best trial)" is one noisy draw, the best of many, so it flatters itself. '
+    "Test loss is shown for the confirmed winner only, against the constant predictor, and was never "
+    "used to choose: a winner whose test loss is worse than the constant predictor's learned nothing "
+    "that carries to new data.",
+    "**Edges of the space.** A winner with the smallest or largest d_model, or the fewest or most "
+    "layers, of its cell's architectures may be cut off by the space: the warning names the config key "
+    "to widen (`architecture.d_model`, `architecture.n_layers`). A value outside the budget's band "
+    "(`tolerance`) cannot be added by widening the list alone.",
+    "**Scaling.** Each point is one budget's answer at its winner's actual parameter count, with its "
+    "95% interval; the dashed line is the fitted law L(N) = a·N^-alpha (+ c with 4 or more budgets), "
+    "its exponent's interval bootstrapped from the confirmation seeds, and the diamond its prediction "
+    "at ten times the largest budget. A larger alpha means more parameters help more; an interval "
+    "that reaches 0 says the data cannot tell. The dotted line is the constant predictor's loss.",
+    "**Depth and width.** Each point is a search trial, coloured by learning rate. Where the best points "
     "cluster along n_layers, d_model and n_layers/d_model shows which shapes work at the budget; a "
     "band of colours at one shape shows how much the learning rate, not the shape, decides the loss. "
-    "Ringed points are the extremes tried (smallest/largest d_model, fewest/most layers).",
+    "Ringed points are the extremes tried (each kind named once, at its best point); the black "
+    "diamond is the confirmed winner's mean over seeds.",
     "**Caveats.** Most architectures get only a few trials, each with different training "
     "parameters, and validation loss is noisy: a difference smaller than the spread of one "
     "architecture's points is not a finding. Coverage trials (squares in the history) run every "
     "architecture once before the sampler chooses, so early trials are not the sampler's picks. "
-    "Pruned trials show the loss at the epoch they were stopped and are never the best.",
+    "Pruned trials show the loss at the epoch they were stopped and are never the best. Parameter "
+    "importance is shown from 20 complete search trials on; fewer rank noise.",
 )
 
 
@@ -139,11 +167,14 @@ def markdown(data: ReportData, figures: Sequence[Figure], generated: str) -> str
     notice = data.partial_notice()
     if notice:
         lines += [f"> **{notice}**", ""]
+    lines += [f"## {ANSWER_HEADING}", ""]
+    lines += [_md_line(kind, text) for kind, text in first_screen(data)]
+    lines.append("")
     lines += [_totals(data), ""]
     for note in data.notes:
         lines += [f"_{note}_", ""]
     columns = table_columns(data)
-    lines += ["## Best architecture per budget and horizon", ""]
+    lines += [f"## {TABLE_HEADING}", ""]
     lines.append("| " + " | ".join(h for h, _ in columns) + " |")
     lines.append("| " + " | ".join("---" if k == "cell" else "---:" for _, k in columns) + " |")
     for row in table_rows(data):
@@ -151,7 +182,7 @@ def markdown(data: ReportData, figures: Sequence[Figure], generated: str) -> str
     lines.append("")
     by_name = {f.name: f for f in figures}
     if "scaling.png" in by_name:
-        lines += ["## Scaling", "", "![Best validation loss against budget](scaling.png)", ""]
+        lines += ["## Scaling", "", f"![{by_name['scaling.png'].title}](scaling.png)", ""]
     for budget in data.budgets:
         lines += [f"## {format_budget(budget)}", ""]
         for f in figures:

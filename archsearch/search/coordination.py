@@ -23,15 +23,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.records import (
+    CONFIRM_OF,
+    CONFIRM_SEED,
     COVERAGE,
     FAIL_REASON,
     HEARTBEAT,
     RETRY_OF,
+    STAGE,
     SURPLUS,
-    trial_setup,
+    trial_pid_namespace,
     trial_worker,
 )
-from archsearch.storage import retrying
+from archsearch.storage import last_recovery, retrying
 
 log = logging.getLogger("archsearch")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -93,54 +96,81 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """
     params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
     u = trial.user_attrs
+    carried = {k: u[k] for k in (STAGE, CONFIRM_OF, CONFIRM_SEED) if k in u}  # a confirmation trial's
     study.enqueue_trial(
-        params, user_attrs={RETRY_OF: u.get(RETRY_OF, trial.number), COVERAGE: u.get(COVERAGE, False)}
+        params,
+        user_attrs={RETRY_OF: u.get(RETRY_OF, trial.number), COVERAGE: u.get(COVERAGE, False), **carried},
     )
 
 
 def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     """Fail another worker's RUNNING trial and queue its parameters again, once even if several
     workers try: the one that creates the marker study ``{study}:retry:{trial id}`` does it (the
-    storage's unique study names make that atomic). If the trial finished after all, the queued
-    retry is taken back."""
+    storage's unique study names make that atomic), then deletes the marker, so that no empty
+    study is left for optuna-dashboard to list. A worker that creates the marker after that
+    reads the trial failed (``trial`` is its older snapshot) and does nothing. If the trial
+    finished after all, the queued retry is taken back."""
     storage = study._storage
     marker = f"{study.study_name}:retry:{trial._trial_id}"
     try:
         retrying(lambda: optuna.create_study(study_name=marker, storage=storage), "electing a retry")
     except optuna.exceptions.DuplicatedStudyError:
         return False  # another worker is retrying it
-    retrying(lambda: requeue(study, trial), "queueing a retry")
     try:
-        mark_failed(storage, trial._trial_id, FAIL_REASON, reason, "failing a trial")
-    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-        _withdraw_retry(study, trial)  # it finished after all
-        return False
-    return True
+        current = retrying(lambda: storage.get_trial(trial._trial_id), "electing a retry")
+        if current.state != TrialState.RUNNING:
+            return False  # retried by the marker's previous holder, or finished meanwhile
+        retrying(lambda: requeue(study, current), "queueing a retry")
+        try:
+            mark_failed(storage, current._trial_id, FAIL_REASON, reason, "failing a trial")
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            _withdraw_retry(study, current)  # it finished after all
+            return False
+        return True
+    finally:
+        _delete_marker(storage, marker)
+
+
+def _delete_marker(storage: Any, marker: str) -> None:
+    """Delete a marker study that did its job; one that cannot be deleted only shows in listings."""
+    try:
+        retrying(lambda: optuna.delete_study(study_name=marker, storage=storage), "deleting a marker")
+    except Exception as exc:  # noqa: BLE001 - the retry is decided; a leftover marker is harmless
+        log.warning("marker study %s not deleted: %s", marker, exc)
 
 
 def _withdraw_retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Take back the queued retry of ``trial`` (still WAITING): failed and marked ``surplus``."""
+    """Take back the retry of ``trial`` that this worker queued (still WAITING): failed and marked
+    ``surplus`` (one claimed meanwhile is failed under its worker, which drops it). The retries of
+    one chain are alike, so the newest is taken back; one that another worker queued (the trial's
+    own, after an error) stays queued."""
     chain = trial.user_attrs.get(RETRY_OF, trial.number)
     storage = study._storage
-    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if waiting.user_attrs.get(RETRY_OF) == chain:
-            try:
-                mark_failed(storage, waiting._trial_id, SURPLUS, True, "withdrawing a retry")
-            except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-                pass  # already claimed: it runs once more, counted like any trial
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    for queued in sorted(waiting, key=lambda t: t.number, reverse=True):
+        if queued.user_attrs.get(RETRY_OF) != chain:
+            continue
+        try:
+            mark_failed(storage, queued._trial_id, SURPLUS, True, "withdrawing a retry")
+            return
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            pass  # claimed and finished meanwhile: an older one of the chain is taken back instead
 
 
 def recover_orphans(study: optuna.Study) -> int:
     """Fail and re-queue RUNNING trials of dead processes on this host (at once, no grace).
 
-    Only processes of this host name and PID namespace are judged by their process id; any other
-    worker's trial is left to the heartbeat watch (:meth:`Coordinator.watch`)."""
+    A trial's worker is known from its claim (written right after the claim, before sampling), so
+    a process killed at any point of a trial is found. Only processes of this host name and PID
+    namespace are judged by their process id; any other worker's trial (and one whose claim was
+    never written: killed within the claim's own storage call) is left to the heartbeat watch
+    (:meth:`Coordinator.watch`)."""
     host = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial_worker(t)
         h, _, pid = worker.rpartition(":")
-        if h != host or not pid.isdigit() or trial_setup(t).get("pid_namespace") != PID_NAMESPACE:
+        if h != host or not pid.isdigit() or trial_pid_namespace(t) != PID_NAMESPACE:
             continue
         if _pid_alive(int(pid)) and worker != WORKER:
             continue
@@ -284,7 +314,7 @@ class Coordinator:
             previous = self.seen.get(t._trial_id)
             if previous is None or previous[0] != beat:
                 self.seen[t._trial_id] = (beat, now)
-            elif now - previous[1] > self.grace:
+            elif now - max(previous[1], last_recovery()) > self.grace:  # an outage is no one's silence
                 worker = trial_worker(t) or "?"
                 reason = f"no heartbeat from worker {worker} for {now - previous[1]:.0f} s"
                 if fail_and_retry(self.study, t, reason):

@@ -25,6 +25,7 @@ from archsearch.plugin.contracts import CheckedSampler, calling
 from archsearch.plugin.manager import Plugins, get_plugin_manager
 from archsearch.records import CellSummary
 from archsearch.search import loop, workers
+from archsearch.search.confirm import confirmed_json
 from archsearch.search.coordination import recover_orphans
 from archsearch.search.identity import check_stored
 from archsearch.search.listeners import Listener, Listeners, LogLine, ProgressBars, SinkListener
@@ -47,7 +48,8 @@ class RunResult:
 
 def check_plugin_names(config: Config, plugins: Plugins) -> None:
     """The config's plugin names against what is registered, before anything runs: one
-    :class:`ConfigError` naming the file and every key with an unknown name."""
+    :class:`ConfigError` naming the file and every key with an unknown name, or a sink whose
+    optional packages are not installed (:meth:`SinkPlugin.missing`)."""
     wanted = [
         ("model.variant", "estimator", "variant", config.model.variant),
         ("sampler.name", "sampler", "sampler", config.sampler.name),
@@ -58,6 +60,8 @@ def check_plugin_names(config: Config, plugins: Plugins) -> None:
         names = plugins.names(kind)
         if name not in names:
             found.append(f"{key}: unknown {label} {name!r}; available: {', '.join(names) or 'none'}")
+        elif kind == "sink" and (missing := plugins.sink(name).missing()):
+            found.append(f"{key}: {missing}")
     if found:
         raise ConfigError(config.source, found)
 
@@ -74,7 +78,8 @@ class Engine:
 
     ``train_fn`` and ``build_fn`` replace the trainer and the variant's model builder (the
     benchmarks time the engine around null ones); ``worker`` is this process's index among the
-    processes sharing the studies (it seeds the sampler)."""
+    processes sharing the studies (it seeds the sampler); ``shared``: other processes share them
+    (a ``worker`` command, a local worker), which turns TPE's constant liar on (``auto``)."""
 
     def __init__(
         self,
@@ -84,9 +89,10 @@ class Engine:
         train_fn: Callable[..., Any] | None = None,
         build_fn: Callable[..., Any] | None = None,
         worker: int = 0,
+        shared: bool = False,
     ) -> None:
         self.config = config
-        self.worker = worker
+        self.worker, self.shared = worker, shared
         self.plugins = plugins or get_plugin_manager(config.plugins)
         check_plugin_names(config, self.plugins)
         self.train_fn = train_fn or _train
@@ -124,7 +130,7 @@ class Engine:
         label = self.plugins.label("sampler", s.name)
         seed = sampler_seed(s.seed, self.worker == 0 and trials_before == 0, nonce)
         with calling(label, f"building sampler {s.name!r}"):
-            inner = self.plugins.sampler(s.name).factory(s.options, seed)
+            inner = self.plugins.sampler(s.name).factory(s.factory_options(self.shared), seed)
         return CheckedSampler(inner, label)
 
     def open_study(self, cell: Cell, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, Encoding]:
@@ -165,9 +171,9 @@ class Engine:
                 study = optuna.load_study(study_name=cell.study_name, storage=storage)
             except KeyError:
                 continue
-            summaries.append(
-                CellSummary.from_trials(self.config.experiment, cell.budget, cell.horizon, study)
-            )
+            summary = CellSummary.from_trials(self.config.experiment, cell.budget, cell.horizon, study)
+            summary.confirmed = confirmed_json(study, self.config)
+            summaries.append(summary)
         return RunResult(summaries, stop.reason, self.output_dir)
 
     def _run_here(self, cells: list[Cell]) -> RunResult:
@@ -216,4 +222,4 @@ def run_worker(slot: Any, raw: dict[str, Any], source: str, file_horizons: tuple
     logger.setLevel(logging.INFO)
     logger.propagate = False
     config = structure(raw, source, file_horizons)
-    Engine(config, worker=slot.index).run()
+    Engine(config, worker=slot.index, shared=True).run()

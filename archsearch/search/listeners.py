@@ -2,7 +2,8 @@
 
 All are listeners of one kind, told the same events in the same order by the trial loop:
 ``cell_started`` (after the storage's finished trials were replayed to ``trial_finished`` with
-``record["replayed"] = True``), ``epoch`` during a trial, ``trial_finished`` after it, and
+``record["replayed"] = True``), ``epoch`` during a trial (an
+:class:`~archsearch.plugin.registry.EpochEvent`), ``trial_finished`` after it, and
 ``cell_finished``; ``close`` at the end of the run. A listener that raises is named once in the
 log and switched off for the rest of the run; the study goes on.
 """
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from archsearch.plugin.registry import EpochEvent
 from archsearch.records import CellSummary
 
 log = logging.getLogger("archsearch")
@@ -23,7 +25,7 @@ class Listener:
 
     def cell_started(self, cell: Any, summary: CellSummary, n_trials: int) -> None: ...
 
-    def epoch(self, epoch: int, epochs: int, val_loss: float) -> None: ...
+    def epoch(self, event: EpochEvent) -> None: ...
 
     def trial_finished(self, record: Mapping[str, Any], summary: CellSummary) -> None: ...
 
@@ -34,10 +36,15 @@ class Listener:
 
 class SinkListener(Listener):
     """A result sink (:class:`archsearch.registry.Sink`) as a listener: it hears every trial,
-    replayed ones too, and every finished cell."""
+    replayed ones too, and every finished cell; every epoch too if it has ``epoch_finished``."""
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink
+        self.epoch_finished = getattr(sink, "epoch_finished", None)
+
+    def epoch(self, event: EpochEvent) -> None:
+        if self.epoch_finished is not None:
+            self.epoch_finished(event)
 
     def trial_finished(self, record: Mapping[str, Any], summary: CellSummary) -> None:
         self.sink.trial_finished(record, summary)
@@ -62,14 +69,16 @@ class LogLine(Listener):
         if record.get("replayed") or not log.isEnabledFor(logging.INFO):
             return
         best = summary.best["val_loss"] if summary.best else float("nan")
+        if record.get("stage") == "confirm":
+            progress = f"confirmation: {summary.confirm_done} done, {summary.confirm_pending} to go"
+        else:
+            progress = f"best {best:.5f} ({summary.n_complete} done, {summary.n_pruned} pruned, {summary.n_failed} failed)"
         log.info(
-            "%s %s | best %.5f (%d done, %d pruned, %d failed)%s",
+            "%s %s%s | %s%s",
             self.label,
+            "confirm " if record.get("stage") == "confirm" else "",
             trial_text(record),
-            best,
-            summary.n_complete,
-            summary.n_pruned,
-            summary.n_failed,
+            progress,
             f" [{record['fail_reason']}]" if record["fail_reason"] else "",
         )
 
@@ -100,9 +109,9 @@ class ProgressBars(Listener):
     def cell_started(self, cell: Any, summary: CellSummary, n_trials: int) -> None:
         self.bar = self.progress.cell(cell, summary, n_trials)
 
-    def epoch(self, epoch: int, epochs: int, val_loss: float) -> None:
+    def epoch(self, event: EpochEvent) -> None:
         if self.bar is not None:
-            self.bar.epoch(epoch, epochs, val_loss)
+            self.bar.epoch(event.epoch, event.epochs, event.val_loss)
 
     def trial_finished(self, record: Mapping[str, Any], summary: CellSummary) -> None:
         if self.bar is not None and not record.get("replayed"):
@@ -126,8 +135,8 @@ class Listeners:
     def cell_started(self, cell: Any, summary: CellSummary, n_trials: int) -> None:
         self._tell("cell_started", lambda x: x.cell_started(cell, summary, n_trials))
 
-    def epoch(self, epoch: int, epochs: int, val_loss: float) -> None:
-        self._tell("epoch", lambda x: x.epoch(epoch, epochs, val_loss))
+    def epoch(self, event: EpochEvent) -> None:
+        self._tell("epoch", lambda x: x.epoch(event))
 
     def trial_finished(self, record: Mapping[str, Any], summary: CellSummary) -> None:
         self._tell("trial_finished", lambda x: x.trial_finished(record, summary))

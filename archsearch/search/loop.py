@@ -6,13 +6,31 @@ import logging
 import math
 import time
 
+import attrs
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config import Config
 from archsearch.errors import TrialFailed
-from archsearch.records import FAIL_REASON, CellSummary, is_recorded, trial_record, write_fail_reason
-from archsearch.search.coordination import Coordinator, Heartbeat, count_finished, requeue
+from archsearch.outputs import ensure_study_uid
+from archsearch.records import (
+    CONFIRM,
+    FAIL_REASON,
+    CellSummary,
+    is_recorded,
+    stage_of,
+    write_claim,
+    write_fail_reason,
+)
+from archsearch.redaction import redact
+from archsearch.search.confirm import confirmed_json, give_back, pending_confirmation, queue_confirmation
+from archsearch.search.coordination import (
+    PID_NAMESPACE,
+    WORKER,
+    Coordinator,
+    Heartbeat,
+    requeue,
+)
 from archsearch.search.listeners import Listeners
 from archsearch.search.matrix import Cell
 from archsearch.search.objective import Objective
@@ -32,56 +50,156 @@ def run_cell(
     listeners: Listeners,
     stop: StopRequest,
 ) -> CellSummary:
-    """Run ``cell``'s trials in this process until the cell has ``n_trials``, the timeout passes
-    or a stop is requested; returns where the cell stands."""
+    """Run ``cell``'s trials in this process until the cell has its ``n_trials`` search trials and
+    then its confirmation trials (``confirm``), the timeout passes or a stop is requested; returns
+    where the cell stands."""
     summary = replay(config, cell, study, listeners)
-    listeners.cell_started(cell, summary, config.n_trials)
+    confirming = config.confirm.top_k * config.confirm.seeds if config.confirm else 0
+    listeners.cell_started(cell, summary, config.n_trials + confirming)
     objective.on_epoch = listeners.epoch
-    deadline = time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf
     w = config.workers
-    coordinator = Coordinator(study, config.n_trials, w.heartbeat_interval, w.grace_period)
-    last_refresh = time.monotonic()
-    with Heartbeat(study, w.heartbeat_interval) as heartbeat:
-        while not stop.requested:
-            if time.monotonic() > deadline:
-                log.warning("%s: timeout_hours (%s) reached", cell.label, config.timeout_hours)
-                break
-            summary.n_failed += coordinator.watch()
-            claim = coordinator.may_claim()
-            if claim is False:
-                break
-            if claim is None:  # the other workers' running trials may finish the cell
-                time.sleep(min(1.0, w.heartbeat_interval))
-                continue
-            trial = retrying(study.ask, "claiming a trial")
-            with heartbeat.beating(trial):  # from the claim on: sampling and building take time too
-                if coordinator.surplus(trial):
-                    coordinator.release(trial)
-                    continue
-                coordinator.own.add(trial._trial_id)
-                frozen = run_trial(study, trial, objective)
-            summary.add(frozen)
-            if time.monotonic() - last_refresh > REFRESH_S:
-                summary.refresh(study)
-                last_refresh = time.monotonic()
-            listeners.trial_finished(trial_record(frozen, cell.study_name), summary)
+    run = CellRun(
+        config,
+        cell,
+        study,
+        objective,
+        listeners,
+        summary,
+        stop,
+        Coordinator(study, config.n_trials, w.heartbeat_interval, w.grace_period),
+        time.monotonic() + config.timeout_hours * 3600 if config.timeout_hours else math.inf,
+    )
+    with Heartbeat(study, w.heartbeat_interval) as run.heartbeat:
+        done = search(run)
+        if done and config.confirm is not None:
+            done = confirm(run)
     summary.refresh(study)
+    summary.confirmed = confirmed_json(study, config)
     summary.n_running = 0
-    summary.finished = count_finished(study) >= config.n_trials
+    summary.finished = done
     listeners.cell_finished(summary)
     return summary
+
+
+@attrs.define
+class CellRun:
+    """One process's run of one cell: what its two stages share."""
+
+    config: Config
+    cell: Cell
+    study: optuna.Study
+    objective: Objective
+    listeners: Listeners
+    summary: CellSummary
+    stop: StopRequest
+    coordinator: Coordinator
+    deadline: float
+    heartbeat: Heartbeat | None = None
+    last_refresh: float = attrs.Factory(time.monotonic)
+
+    def going(self) -> bool:
+        """Whether to go on (no stop, no timeout), after watching the others' heartbeats."""
+        if self.stop.requested:
+            return False
+        if time.monotonic() > self.deadline:
+            log.warning("%s: timeout_hours (%s) reached", self.cell.label, self.config.timeout_hours)
+            return False
+        recovered = self.coordinator.watch()
+        if recovered:  # silent workers' trials, failed here: their rows are written here too
+            self.summary.n_failed += recovered
+            tell_failed(self.study, self.summary, self.listeners)
+        return True
+
+    def claim(self) -> optuna.Trial:
+        trial = retrying(self.study.ask, "claiming a trial")
+        # Who claimed it, before anything else: a process killed from here on is recovered at once.
+        retrying(lambda t=trial: write_claim(t, WORKER, PID_NAMESPACE), "claiming a trial")
+        return trial
+
+    def run(self, trial: optuna.Trial) -> FrozenTrial:
+        self.coordinator.own.add(trial._trial_id)
+        return run_trial(self.study, trial, self.objective)
+
+    def told(self, frozen: FrozenTrial) -> None:
+        """Count a trial this process ran and tell the listeners."""
+        self.summary.add(frozen)
+        if stage_of(frozen) == CONFIRM:
+            self.summary.confirm_pending = max(0, self.summary.confirm_pending - 1)
+        if time.monotonic() - self.last_refresh > REFRESH_S:
+            self.summary.refresh(self.study)
+            self.last_refresh = time.monotonic()
+        self.listeners.trial_finished(self.summary.record(frozen), self.summary)
+
+
+def search(run: CellRun) -> bool:
+    """The search stage: claim trials while finished + running ones are below ``n_trials``; True
+    once the cell has them all (every worker's)."""
+    coordinator, w = run.coordinator, run.config.workers
+    while run.going():
+        claim = coordinator.may_claim()
+        if claim is False:
+            return True
+        if claim is None:  # the other workers' running trials may finish the cell
+            time.sleep(min(1.0, w.heartbeat_interval))
+            continue
+        trial = run.claim()
+        with run.heartbeat.beating(trial):  # from the claim on: sampling and building take time too
+            if coordinator.surplus(trial):
+                coordinator.release(trial)
+                continue
+            frozen = run.run(trial)
+        run.told(frozen)
+    return False
+
+
+def confirm(run: CellRun) -> bool:
+    """The confirmation stage: queue the cell's confirmation trials once (every worker computes
+    the same list from the finished search), then run queued ones until none waits or runs; True
+    once all have finished. A claim that is not a confirmation trial (a search trial left queued,
+    or a fresh one when another worker took the last) is given back."""
+    study = run.study
+    queued = queue_confirmation(study, run.config)
+    if queued:
+        log.info("%s: queued %d confirmation trials", run.cell.label, queued)
+    while run.going():
+        waiting, running = pending_confirmation(study)
+        run.summary.confirm_pending = waiting + running
+        if not waiting:
+            if not running:
+                return True
+            time.sleep(min(1.0, run.config.workers.heartbeat_interval))
+            continue
+        trial = run.claim()
+        with run.heartbeat.beating(trial):
+            if stage_of(trial) != CONFIRM:
+                give_back(study, trial)
+                continue
+            frozen = run.run(trial)
+        run.told(frozen)
+    return False
 
 
 def replay(config: Config, cell: Cell, study: optuna.Study, listeners: Listeners) -> CellSummary:
     """The cell's summary from the storage, its finished trials told to the listeners again
     (``record["replayed"] = True``: the CSV adds the rows it lacks)."""
     summary = CellSummary(config.experiment, cell.budget, cell.horizon, cell.study_name, config.direction)
+    summary.study_uid = ensure_study_uid(study._storage, study._study_id, study.study_name)
+    summary.storage = redact(config.storage_url)
     for t in study.get_trials(deepcopy=False):
         summary.add(t)
         if is_recorded(t):
-            listeners.trial_finished({**trial_record(t, cell.study_name), "replayed": True}, summary)
+            listeners.trial_finished({**summary.record(t), "replayed": True}, summary)
     summary.n_running = 0
     return summary
+
+
+def tell_failed(study: optuna.Study, summary: CellSummary, listeners: Listeners) -> None:
+    """Tell the listeners the cell's failed trials again (``replayed``: the CSV adds the rows it
+    lacks, the log has had its line), after the heartbeat watch failed some."""
+    failed = retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.FAIL,)), "reading trials")
+    for t in failed:
+        if is_recorded(t):
+            listeners.trial_finished({**summary.record(t), "replayed": True}, summary)
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:

@@ -34,8 +34,13 @@ def load_data(config: Config) -> Any:
     return load_frame(config.data)
 
 
-def prepare_data(config: Config, frame: Any, horizon: int) -> Any:
-    from archsearch.data.windows import prepare
+def prepare_data(config: Config, frame: Any, horizon: int, tensors: bool = True) -> Any:
+    """The data for one horizon; ``tensors`` False: its windows and shape alone
+    (:class:`~archsearch.data.shape.DataShape`, the same checks, no torch), what ``plan`` needs."""
+    if tensors:
+        from archsearch.data.windows import prepare
+    else:
+        from archsearch.data.shape import describe as prepare
 
     try:
         return prepare(frame, config.task, config.split, horizon, config.model.context_length)

@@ -12,7 +12,16 @@ import optuna
 from archsearch.config import SEARCHABLE, Config
 from archsearch.errors import TrialFailed
 from archsearch.plugin.contracts import calling, check_model
-from archsearch.records import write_fail_reason, write_result, write_setup
+from archsearch.plugin.registry import EpochEvent
+from archsearch.records import (
+    CONFIRM,
+    CONFIRM_SEED,
+    STAGE,
+    cell_label,
+    write_fail_reason,
+    write_result,
+    write_setup,
+)
 from archsearch.search.coordination import PID_NAMESPACE, WORKER
 from archsearch.search.matrix import Cell, model_spec
 from archsearch.space.encodings import Encoding
@@ -34,7 +43,7 @@ class Objective:
     build_fn: Callable[..., Any]
     #: How errors name the variant's plugin (``plugin 'P' (distribution D V)``).
     variant_label: str = "the model variant"
-    on_epoch: Callable[[int, int, float], None] | None = None
+    on_epoch: Callable[[EpochEvent], None] | None = None
     #: Architectures whose first build was checked in this process (plugin.contracts.check_model).
     checked: set[str] = attrs.Factory(set)
 
@@ -54,7 +63,8 @@ class Objective:
             WORKER,
             PID_NAMESPACE,
         )
-        seed = config.training.seed + trial.number
+        confirming = trial.user_attrs.get(STAGE) == CONFIRM
+        seed = trial.user_attrs[CONFIRM_SEED] if confirming else config.training.seed + trial.number
         set_cpu_threads(config.training.cpu_threads, arch.param_count)
         seed_everything(seed)
         with calling(self.variant_label, f"building {arch.key}"):
@@ -62,10 +72,10 @@ class Objective:
         if arch.key not in self.checked:
             check_model(model, arch, self.data, self.variant_label)
             self.checked.add(arch.key)
-        settings = train_settings(values, seed)
+        settings = train_settings(values, seed, seeded=True)  # seeded above: once per trial
         try:
             result = self.train_fn(
-                model, self.data, settings, on_epoch=self._epoch_done(trial, settings.epochs)
+                model, self.data, settings, on_epoch=self._epoch_done(trial, settings.epochs, not confirming)
             )
         except TrialFailed as exc:
             write_fail_reason(trial, str(exc))
@@ -73,14 +83,28 @@ class Objective:
         write_result(trial, result)
         return result.best_val_loss
 
-    def _epoch_done(self, trial: optuna.Trial, epochs: int) -> Callable[[Any], None]:
-        """Each epoch: reported to the pruner (which may stop the trial) and to ``on_epoch``."""
+    def _epoch_done(self, trial: optuna.Trial, epochs: int, prunable: bool = True) -> Callable[[Any], None]:
+        """Each epoch: reported to the pruner (which may stop a ``prunable`` trial: confirmation
+        trials run every epoch) and to ``on_epoch`` (an :class:`EpochEvent`: the study, the
+        trial's number, the epoch and its losses)."""
+        cell = self.cell
 
         def epoch_done(e: Any) -> None:
             trial.report(e.val_loss, e.epoch)
             if self.on_epoch is not None:
-                self.on_epoch(e.epoch, epochs, e.val_loss)
-            if trial.should_prune():
+                self.on_epoch(
+                    EpochEvent(
+                        cell.study_name,
+                        trial.number,
+                        e.epoch,
+                        epochs,
+                        e.val_loss,
+                        getattr(e, "train_loss", None),
+                        dict(getattr(e, "metrics", None) or {}),
+                        cell_label(cell.budget, cell.horizon),
+                    )
+                )
+            if prunable and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {e.epoch} (val loss {e.val_loss:.5g})")
 
         return epoch_done
@@ -95,14 +119,15 @@ def sampled_training(config: Config, trial: optuna.Trial) -> dict[str, Any]:
     return values
 
 
-def train_settings(values: dict[str, Any], seed: int) -> TrainConfig:
+def train_settings(values: dict[str, Any], seed: int, seeded: bool = False) -> TrainConfig:
     """The trainer's settings from a trial's training values (the config's, with the sampled
-    ones in): every :class:`TrainConfig` field the config's ``training`` section also has."""
+    ones in): every :class:`TrainConfig` field the config's ``training`` section also has.
+    ``seeded``: the caller seeded the RNGs with ``seed`` already, so the trainer does not again."""
     fields = attrs.fields_dict(TrainConfig)
-    shared = {k: v for k, v in values.items() if k in fields and k != "seed"}
+    shared = {k: v for k, v in values.items() if k in fields and k not in ("seed", "seed_rngs")}
     for k in ("epochs", "batch_size", "warmup_steps"):  # a sampled categorical may be a float
         shared[k] = int(shared[k])
-    return TrainConfig(**shared, seed=seed)
+    return TrainConfig(**shared, seed=seed, seed_rngs=not seeded)
 
 
 SMALL_MODEL = 2_000_000

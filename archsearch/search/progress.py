@@ -12,7 +12,7 @@ class CellBar:
     def __init__(self, cell: Any, summary: CellSummary, total: int) -> None:
         from tqdm import tqdm
 
-        done = summary.n_complete + summary.n_pruned
+        done = summary.n_complete + summary.n_pruned + summary.confirm_done
         self.bar = tqdm(
             total=total, initial=min(done, total), desc=cell.label, unit="trial", dynamic_ncols=True
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -13,16 +13,11 @@ import optuna
 
 from archsearch.config import Config
 from archsearch.errors import ArchsearchError
-from archsearch.records import (
-    COVERAGE,
-    coverage_queued,
-    mark_cell,
-    write_coverage_queued,
-    write_session,
-)
+from archsearch.records import COVERAGE, COVERAGE_QUEUED, mark_cell, write_session
 from archsearch.search.coordination import WORKER
 from archsearch.search.identity import check_unchanged, fingerprint
 from archsearch.search.matrix import Cell, coverage_order
+from archsearch.search.queueing import queue_once
 from archsearch.space.encodings import Encoding, make_encoding
 
 log = logging.getLogger("archsearch")
@@ -53,7 +48,21 @@ def open_study(
     study.sampler = sampler(trials_before, nonce)
     write_session(study, nonce, {"worker": WORKER, "trials_before": trials_before})
     mark_cell(study, config.experiment, cell.budget, cell.horizon)
+    name_objective(study, config)
     return study, encoding
+
+
+#: The objective's name for each task kind: the validation loss of
+#: :func:`archsearch.data.tasks.loss_function` (optuna-dashboard shows it instead of "Objective 0").
+LOSS_NAMES = {"threshold": "val_bce_loss", "forecast": "val_mse_loss"}
+
+
+def name_objective(study: optuna.Study, config: Config) -> None:
+    """Name the study's objective after the task's loss, once (Optuna's ``set_metric_names``)."""
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([LOSS_NAMES[config.task.kind]])
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
@@ -70,45 +79,19 @@ def make_pruner(config: Config) -> optuna.pruners.BasePruner:
         raise ArchsearchError(f"pruner.options: {name} does not accept these options: {exc}") from None
 
 
-#: Seconds without a new trial after which a process waiting for another to queue the coverage
-#: trials takes it for dead and queues the missing ones itself.
-COVERAGE_STALL_S = 10.0
-
-
 def enqueue_coverage(study: optuna.Study, config: Config, cell: Cell, encoding: Encoding) -> int:
-    """Queue the coverage trials once per study, even with several processes starting together.
-
-    The first process to create the marker study ``{study}:coverage`` in the same storage (the
-    storage's unique study names make that atomic) queues the trials and then records that it
-    did; a process that finds the marker waits while trials keep appearing, and if the record
-    does not come (its creator died) queues the missing ones, skipping parameters already queued
-    or run.
-    """
+    """Queue the coverage trials (every architecture ``allocation.k`` times, extremes first) once
+    per study, even with several processes starting together, completing the rounds if the
+    process queueing them died (:func:`archsearch.search.queueing.queue_once`)."""
     if config.allocation.strategy != "coverage" or len(cell.architectures) < 2:
         return 0
-    if coverage_queued(study):
-        return 0
-    marker = f"{study.study_name}:coverage"
-    try:
-        optuna.create_study(study_name=marker, storage=study._storage)
-        winner = True
-    except optuna.exceptions.DuplicatedStudyError:
-        winner = False
-    if not winner:  # the winner is queueing: wait while it makes progress
-        seen, progress = -1, time.monotonic()
-        while time.monotonic() - progress < COVERAGE_STALL_S:
-            if coverage_queued(study):
-                return 0
-            n = study._storage.get_n_trials(study._study_id)
-            if n != seen:
-                seen, progress = n, time.monotonic()
-            time.sleep(0.2)
-        log.warning("%s: the coverage trials' queueing stalled; queueing the missing ones", study.study_name)
     order = coverage_order(cell.architectures, config.allocation.k)
-    for arch in order:
-        study.enqueue_trial(encoding.params(arch), user_attrs={COVERAGE: True}, skip_if_exists=not winner)
-    write_coverage_queued(study, len(order))
-    return len(order)
+    specs = [(encoding.params(arch), {COVERAGE: True}) for arch in order]
+    return queue_once(study, "coverage", COVERAGE_QUEUED, specs, _coverage_key)
+
+
+def _coverage_key(params: dict[str, Any], user_attrs: dict[str, Any]) -> tuple | None:
+    return tuple(sorted(params.items())) if user_attrs.get(COVERAGE) else None
 
 
 def sampler_seed(seed: int | None, first: bool, nonce: int) -> int | None:

@@ -11,13 +11,17 @@ another, each with as many workers per GPU as its most memory-hungry trial fits
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import queue as queue_module
+import signal
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -201,11 +205,16 @@ class WorkerOutcome:
 
 def _worker_entry(slot: WorkerSlot, target: Callable[..., Any], args: tuple[Any, ...], results: Any) -> None:
     os.environ.update(slot.env)
+    exit_with_parent()
     try:
         outcome = WorkerOutcome(slot, True, target(slot, *args))
+    except ArchsearchError as exc:  # one paragraph (a storage outage past its limit): no traceback
+        outcome = WorkerOutcome(slot, False, error=str(exc))
     except BaseException:  # noqa: BLE001 - reported to the parent, which decides
         outcome = WorkerOutcome(slot, False, error=traceback.format_exc())
-    results.put(outcome)
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.is_alive():  # no one to tell after the parent died
+        results.put(outcome)
 
 
 def spawn_context() -> multiprocessing.context.SpawnContext:
@@ -223,14 +232,45 @@ def run_workers(
     """Run ``target(slot, *args)`` in one spawned process per slot, each with ``slot.env`` applied
     before it touches CUDA; return the outcomes in slot order. ``target`` and ``args`` must pickle
     (a module-level function). A worker that has not answered after ``timeout_s`` is terminated and
-    reported as failed."""
+    reported as failed.
+
+    Signals reach every process: a SIGINT or SIGTERM to this one while they run is passed on to
+    each worker (:func:`forwarding_stops`), and each worker stops when this process dies
+    (:func:`exit_with_parent`). A worker that a forwarded signal ended before it could answer (it
+    was still starting) is reported as stopped, not failed."""
     ctx = spawn_context()
     results = ctx.Queue()
     procs = [
         ctx.Process(target=_worker_entry, args=(slot, target, args, results), daemon=True) for slot in slots
     ]
-    for proc in procs:
-        proc.start()
+    with forwarding_stops(procs) as received:
+        try:
+            for proc in procs:
+                proc.start()
+                if received:  # a stop came while the others started
+                    _signal(proc, signal.SIGTERM)
+            outcomes = _collect(slots, procs, results, timeout_s)
+        finally:
+            for proc in procs:
+                if proc.pid is None:
+                    continue
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(timeout=5)
+    if received:
+        for s, o in outcomes.items():
+            if not o.ok and o.error == NO_RESULT:
+                outcomes[s] = WorkerOutcome(o.slot, True, error="stopped by a signal before it had started")
+    return [outcomes[s.index] for s in slots]
+
+
+NO_RESULT = "worker exited without a result"
+
+
+def _collect(
+    slots: Sequence[WorkerSlot], procs: list[Any], results: Any, timeout_s: float | None
+) -> dict[int, WorkerOutcome]:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     outcomes: dict[int, WorkerOutcome] = {}
     while len(outcomes) < len(slots):
@@ -250,13 +290,101 @@ def run_workers(
             except queue_module.Empty:
                 pass
             for s in dead:
-                outcomes.setdefault(s.index, WorkerOutcome(s, False, error="worker exited without a result"))
+                outcomes.setdefault(s.index, WorkerOutcome(s, False, error=NO_RESULT))
         if deadline is not None and time.monotonic() >= deadline:
             for s in slots:
                 outcomes.setdefault(s.index, WorkerOutcome(s, False, error=f"no result after {timeout_s} s"))
-    for proc in procs:
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(timeout=5)
-    return [outcomes[s.index] for s in slots]
+    return outcomes
+
+
+def _signal(proc: Any, signum: int) -> None:
+    if proc.pid is not None and proc.is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+
+
+@contextlib.contextmanager
+def forwarding_stops(procs: Sequence[Any]) -> Iterator[list[int]]:
+    """While the block runs, a SIGINT or SIGTERM to this process is passed on to ``procs``, then
+    handled here as before (the engine's :class:`~archsearch.search.stop.StopRequest`: the run
+    stops after its workers have). The first is passed on as SIGTERM, which stops a worker the way
+    the first Ctrl-C does (finish the trial, write, exit) and does nothing more to a worker that the
+    terminal's Ctrl-C reached too; a second SIGINT (abort) is passed on as itself, unless the
+    terminal delivered it to the workers already. Yields the signals received.
+
+    POSIX only: on Windows a console's Ctrl-C reaches every process attached to it, and no other
+    process can send a catchable SIGTERM; outside the main thread signals cannot be handled."""
+    received: list[int] = []
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        first = not received
+        received.append(signum)
+        if first or (signum == signal.SIGINT and not _terminal_reached_workers()):
+            for proc in procs:
+                _signal(proc, signal.SIGTERM if first else signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:  # SIGTERM's default: this process ends (its workers stop)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _terminal_reached_workers() -> bool:
+    """Whether this process group is its terminal's foreground group: the terminal then sent its
+    Ctrl-C to the workers (the same group) as well."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def exit_with_parent() -> None:
+    """Make this spawned worker stop when its parent dies, as SIGTERM stops it (finish the trial,
+    write, exit; at once before the engine's stop handling is in place): Linux's
+    ``PR_SET_PDEATHSIG`` (through ctypes), else a thread that waits on the parent's sentinel
+    (``multiprocessing.parent_process()``: every platform)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if _parent_death_signal():
+        if os.getppid() != parent.pid:  # it died before the request was made
+            signal.raise_signal(signal.SIGTERM)
+        return
+    threading.Thread(target=_wait_for_parent, args=(parent,), name="archsearch-parent", daemon=True).start()
+
+
+def _parent_death_signal() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _wait_for_parent(parent: Any) -> None:
+    parent.join()  # returns when the parent's sentinel closes: it has exited
+    log.warning("the parent process %s has gone; stopping", parent.pid)
+    signal.raise_signal(signal.SIGTERM)

@@ -122,6 +122,9 @@ class TrainConfig:
     grad_clip: float | None = attrs.field(default=1.0, validator=_positive)
     patience: int | None = attrs.field(default=None, validator=_positive)
     seed: int = 0
+    #: Seed Python, NumPy and torch with ``seed`` before training. The engine seeds them once per
+    #: trial, before building the model, and turns this off (``torch.manual_seed`` costs ms on CUDA).
+    seed_rngs: bool = True
     device: str = "auto"
     micro_batch_size: int | None = attrs.field(default=None, validator=_positive)
     eval_batch_size: int | None = attrs.field(default=None, validator=_positive)

@@ -12,10 +12,10 @@ One optimizer step is a :class:`~archsearch.training.steps.Step` made by
 :func:`~archsearch.training.steps.make_step` (a CUDA graph on CUDA, else eager; see
 :mod:`archsearch.training.steps`); the settings and results are in :mod:`archsearch.training.settings`.
 
-Reproducibility: :func:`seed_everything` seeds Python, NumPy and torch; the engine calls it before
-building the model, and :func:`train` calls it again with ``TrainConfig.seed`` before training and
-shuffles with its own ``torch.Generator``, so on the CPU the same model, data and config give
-identical losses.
+Reproducibility: :func:`seed_everything` seeds Python, NumPy and torch; :func:`train` calls it with
+``TrainConfig.seed`` before training (unless ``seed_rngs`` is off: the engine seeds once per trial,
+before building the model) and shuffles with its own ``torch.Generator``, so on the CPU the same
+model, data and config give identical losses.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def train(
     """
     started = time.perf_counter()
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    if cfg.seed_rngs:
+        seed_everything(cfg.seed)
     data = data.to(device)
     model.to(device)
     run = _set_up(model, data, cfg, device)
