@@ -306,7 +306,9 @@ def test_tensorboard_writes_trial_and_epoch_scalars_once(tmp_path):
     Engine(tracked_config(tmp_path, ["csv", "tensorboard"], n_trials=4)).run()  # resume: one more each
     for study in stored_trials(config):
         got = _scalars(root / study, "trial/val_loss")
-        assert [s for s, _ in got] == [0, 1, 2, 3]  # the replayed three not written again
+        # The replayed three not written again. Two runs wrote two event files, which
+        # EventAccumulator may read in either order: the steps, not their order, are the point.
+        assert sorted(s for s, _ in got) == [0, 1, 2, 3]
         assert (root / study / "logged.txt").read_text().split() == ["0", "1", "2", "3"]
 
 
