@@ -70,6 +70,8 @@ def test_summarize_names_the_best_mean_and_whether_it_is_separated():
     noisy = [_trial(8, 0.7, 1e-3, "confirm", 0, 4), _trial(9, 0.1, 1e-2, "confirm", 1, 4)]
     c = summarize(search + close + noisy)
     assert c.separated is False  # wide intervals overlap
+    twice = _trial(11, 0.9, 1e-2, "confirm", 1, 1)  # seed 1 of trial 1 again (a retried queueing)
+    assert summarize(search + close + [twice]).winner.values == [0.40, 0.41, 0.42]
     waiting = _trial(10, None, 1e-2, "confirm", 1, 5, state=TrialState.WAITING)
     assert summarize(search + close + [waiting]).complete is False
     assert summarize(search) is None

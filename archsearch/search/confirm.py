@@ -215,9 +215,12 @@ def summarize(trials: Sequence[FrozenTrial], direction: str = "minimize") -> Con
         return None
     by_number = {t.number: t for t in trials}
     runs: dict[int, list[FrozenTrial]] = {}
-    for t in confirm:
-        if t.state == TrialState.COMPLETE and t.user_attrs.get(CONFIRM_OF) in by_number:
-            runs.setdefault(t.user_attrs[CONFIRM_OF], []).append(t)
+    seen: set[tuple[Any, Any]] = set()
+    for t in sorted(confirm, key=lambda t: t.number):
+        key = (t.user_attrs.get(CONFIRM_OF), t.user_attrs.get(CONFIRM_SEED))
+        if t.state == TrialState.COMPLETE and key[0] in by_number and key not in seen:
+            seen.add(key)  # one value per seed: a trial queued twice (a retried write) counts once
+            runs.setdefault(key[0], []).append(t)
     pending = any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in confirm)
     sign = 1.0 if direction == "minimize" else -1.0
     ranked = sorted(
