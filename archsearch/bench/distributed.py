@@ -168,6 +168,86 @@ def liar_comparison(quick: bool, tmp: Path) -> tuple[list[dict[str, Any]], list[
     return rows, lines
 
 
+def _raw_worker(url: str, study_name: str, n_trials: int, barrier: Any) -> None:
+    """Raw Optuna's own pool: ``optimize`` with a null objective until ``n_trials`` complete
+    (``MaxTrialsCallback``, which may overshoot under racing workers)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name, storage=url)
+    stop = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
+    barrier.wait()
+    study.optimize(lambda t: t.suggest_float("learning_rate", 1e-4, 1e-2, log=True), callbacks=[stop])
+
+
+def _span(study: Any) -> tuple[int, float]:
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    return len(done), span
+
+
+def pool_against_raw(url: str, workers: int, n_trials: int, output: Path) -> dict[str, Any]:
+    """``workers`` archsearch processes and as many raw Optuna processes on one PostgreSQL storage,
+    a null objective, ``n_trials`` each: the pools' trials/s and whether the counts are exact."""
+    import secrets
+
+    import optuna
+
+    tag = secrets.token_hex(3)
+    raw = config_for(url, output, n_trials)
+    raw["experiment"] = f"pool{workers}_{tag}"
+    ours = _pool(_worker, raw, 0.0, workers, f"pool{workers}_{tag}_8K_h2")
+    ours_done, ours_span = _span(ours)
+    name = f"raw{workers}_{tag}"
+    optuna.create_study(study_name=name, storage=url)
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(workers)
+        procs = [ctx.Process(target=_raw_worker, args=(url, name, n_trials, barrier)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    raw_done, raw_span = _span(optuna.load_study(study_name=name, storage=url))
+    return {
+        "workers": workers,
+        "archsearch_complete": ours_done,
+        "archsearch_per_s": ours_done / ours_span,
+        "raw_complete": raw_done,
+        "raw_per_s": raw_done / raw_span,
+        "ratio": (ours_done / ours_span) / (raw_done / raw_span),
+    }
+
+
+def pool_rows(quick: bool, tmp: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The PostgreSQL pool comparison, when ``ARCHSEARCH_BENCH_POSTGRES`` (or the tests'
+    ``ARCHSEARCH_TEST_POSTGRES``) names a server; none otherwise."""
+    import os
+
+    url = os.environ.get("ARCHSEARCH_BENCH_POSTGRES") or os.environ.get("ARCHSEARCH_TEST_POSTGRES")
+    if not url:
+        return [], ["(No PostgreSQL: set ARCHSEARCH_BENCH_POSTGRES for the pool against raw Optuna.)", ""]
+    n = 200
+    counts = (1, 4, 8) if quick else (1, 4, 8, 16, 32)
+    rows = [pool_against_raw(url, w, n, tmp / f"pool{w}") for w in counts]
+    lines = [
+        f"Null objective, {n} trials, random sampler, PostgreSQL: archsearch processes against as many "
+        "raw Optuna processes (`optimize` + `MaxTrialsCallback`).",
+        "",
+        "| workers | archsearch trials/s | complete | raw Optuna trials/s | complete | ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {r['workers']} | {r['archsearch_per_s']:.1f} | {r['archsearch_complete']} | {r['raw_per_s']:.1f} "
+            f"| {r['raw_complete']} | {r['ratio']:.2f}x |"
+            for r in rows
+        ),
+        "",
+        "Target: >= 0.9x at every count, with exact counts (archsearch's complete = n).",
+        "",
+    ]
+    return rows, lines
+
+
 def suite(quick: bool) -> dict:
     rows = []
     n, seconds = (24, 0.5) if quick else (64, 1.0)
@@ -191,4 +271,11 @@ def suite(quick: bool) -> dict:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         liar_rows, liar_lines = liar_comparison(quick, Path(tmp))
-    return {"rows": rows, "constant_liar": liar_rows, "markdown": "\n".join(lines + liar_lines), "plots": {}}
+        pool, pool_lines = pool_rows(quick, Path(tmp))
+    return {
+        "rows": rows,
+        "constant_liar": liar_rows,
+        "pool": pool,
+        "markdown": "\n".join(lines + liar_lines + pool_lines),
+        "plots": {},
+    }
