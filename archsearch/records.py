@@ -393,13 +393,15 @@ class CellSummary:
         """``trial``'s row (:func:`trial_record`), with this cell's study name and identity."""
         return trial_record(trial, self.study_name, self.study_uid, self.storage)
 
-    def refresh(self, study: optuna.Study) -> None:
-        """Recount from the storage (other workers' trials too)."""
+    def refresh(self, study: optuna.Study) -> list[FrozenTrial]:
+        """Recount from the storage (other workers' trials too); returns the trials it read."""
         self.n_complete = self.n_pruned = self.n_failed = self.n_running = self.n_waiting = 0
         self.confirm_done = self.confirm_failed = self.confirm_pending = 0
         self.best = self.best_trial = None
-        for t in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
             self.add(t)
+        return trials
 
     @classmethod
     def from_trials(cls, experiment: str, budget: int, horizon: int, study: optuna.Study) -> CellSummary:

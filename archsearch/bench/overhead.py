@@ -68,25 +68,33 @@ SPACE = {
 }
 
 
+def null_config(
+    experiment: str, n_trials: int, output: Path, storage: str | None = None, sinks: tuple[str, ...] = ("csv", "json")
+) -> dict[str, Any]:
+    """The null-objective benchmarks' cell (2M, horizon 1, synthetic data, TPE, :data:`SPACE`, no
+    confirmation: the engine's cost per search trial), as a raw config."""
+    raw = {
+        "experiment": experiment,
+        "budgets": ["2M"],
+        "horizons": [1],
+        "data": {"source": "synthetic", "synthetic_rows": 600},
+        "training_search_space": SPACE,
+        "n_trials": n_trials,
+        "confirm": None,
+        "sampler": {"name": "tpe", "seed": 0},
+        "output_dir": str(output),
+        "sinks": list(sinks),
+        "training": {"device": "cpu"},
+    }
+    if storage is not None:
+        raw["storage"] = storage
+    return raw
+
+
 def _config(n_trials: int, storage: str, output: Path) -> Any:
     from archsearch.config import structure
 
-    return structure(
-        {
-            "experiment": "overhead",
-            "budgets": ["2M"],
-            "horizons": [1],
-            "data": {"source": "synthetic", "synthetic_rows": 600},
-            "training_search_space": SPACE,
-            "n_trials": n_trials,
-            "confirm": None,  # the engine's cost per search trial: no confirmation stage
-            "sampler": {"name": "tpe", "seed": 0},
-            "storage": storage,
-            "output_dir": str(output),
-            "sinks": ["csv", "json", "bench-timing"],
-            "training": {"device": "cpu"},
-        }
-    )
+    return structure(null_config("overhead", n_trials, output, storage, ("csv", "json", "bench-timing")))
 
 
 def archsearch_loop(n_trials: int, storage: str, output: Path) -> list[float]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from archsearch.bench.overhead import SPACE
+from archsearch.bench.overhead import null_config
 
 #: Trials the engine itself runs; the rest are copies of them.
 TEMPLATE_TRIALS = 20
@@ -39,19 +39,7 @@ _PROBE = (
 
 def raw_config(output: Path, n_trials: int) -> dict[str, Any]:
     """One cell (2M, horizon 1) on synthetic data, TPE, the csv and json sinks."""
-    return {
-        "experiment": "readside",
-        "budgets": ["2M"],
-        "horizons": [1],
-        "data": {"source": "synthetic", "synthetic_rows": 600},
-        "training_search_space": SPACE,
-        "n_trials": n_trials,
-        "confirm": None,  # the engine's cost per search trial: no confirmation stage
-        "sampler": {"name": "tpe", "seed": 0},
-        "output_dir": str(output),
-        "sinks": ["csv", "json"],
-        "training": {"device": "cpu"},
-    }
+    return null_config("readside", n_trials, output)
 
 
 def build_study(root: Path, n_trials: int, seed: int = 0) -> Path:

@@ -123,12 +123,9 @@ def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
         pass  # failed meanwhile by a watcher: given back either way
 
 
-def confirmed_json(study: optuna.Study, config: Config) -> dict[str, Any] | None:
-    """The best JSON's ``confirmed`` block for the cell's study (None without confirmation)."""
-    if config.confirm is None and not study.user_attrs.get(CONFIRM_QUEUED):
-        return None
-    trials = retrying(lambda: study.get_trials(deepcopy=False), "reading trials")
-    found = summarize(trials, config.direction)
+def confirmed_block(trials: Sequence[FrozenTrial], direction: str = "minimize") -> dict[str, Any] | None:
+    """The best JSON's ``confirmed`` block from a cell's trials (None without confirmation)."""
+    found = summarize(trials, direction)
     return None if found is None else found.to_json()
 
 

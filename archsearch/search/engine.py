@@ -23,9 +23,9 @@ from archsearch.errors import ConfigError
 from archsearch.outputs import check_output_dir
 from archsearch.plugin.contracts import CheckedSampler, calling
 from archsearch.plugin.manager import Plugins, get_plugin_manager
-from archsearch.records import CellSummary
+from archsearch.records import CellSummary, study_uid
 from archsearch.search import loop, workers
-from archsearch.search.confirm import confirmed_json
+from archsearch.search.confirm import confirmed_block
 from archsearch.search.coordination import recover_orphans
 from archsearch.search.identity import check_stored
 from archsearch.search.listeners import Listener, Listeners, LogLine, ProgressBars, SinkListener
@@ -171,8 +171,11 @@ class Engine:
                 study = optuna.load_study(study_name=cell.study_name, storage=storage)
             except KeyError:
                 continue
-            summary = CellSummary.from_trials(self.config.experiment, cell.budget, cell.horizon, study)
-            summary.confirmed = confirmed_json(study, self.config)
+            direction = study.direction.name.lower()
+            summary = CellSummary(
+                self.config.experiment, cell.budget, cell.horizon, study.study_name, direction, study_uid=study_uid(study)
+            )
+            summary.confirmed = confirmed_block(summary.refresh(study), direction)
             summaries.append(summary)
         return RunResult(summaries, stop.reason, self.output_dir)
 

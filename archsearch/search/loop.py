@@ -23,7 +23,7 @@ from archsearch.records import (
     write_fail_reason,
 )
 from archsearch.redaction import redact
-from archsearch.search.confirm import confirmed_json, give_back, pending_confirmation, queue_confirmation
+from archsearch.search.confirm import confirmed_block, give_back, pending_confirmation, queue_confirmation
 from archsearch.search.coordination import (
     PID_NAMESPACE,
     WORKER,
@@ -73,8 +73,7 @@ def run_cell(
         done = search(run)
         if done and config.confirm is not None:
             done = confirm(run)
-    summary.refresh(study)
-    summary.confirmed = confirmed_json(study, config)
+    summary.confirmed = confirmed_block(summary.refresh(study), config.direction)
     summary.n_running = 0
     summary.finished = done
     listeners.cell_finished(summary)

@@ -23,7 +23,7 @@ from archsearch.outputs import (
     write_json,
 )
 from archsearch.records import ALL_COLUMNS, CellSummary, cell_of, is_recorded, study_uid
-from archsearch.search.confirm import summarize
+from archsearch.search.confirm import confirmed_block
 from archsearch.search.engine import Engine
 from archsearch.search.matrix import build_cells, load_data, model_spec, prepare_data
 from archsearch.search.tally import tally
@@ -107,11 +107,6 @@ def _of_experiment(study: Any, experiment: str) -> bool:
     exactly (``sec_b``'s studies share the name prefix ``sec_`` but are not ``sec``'s)."""
     cell = cell_of(study)
     return cell is not None and cell.get("experiment") == experiment
-
-
-def _summary(config: Config, study: optuna.Study) -> CellSummary:
-    cell = cell_of(study)
-    return CellSummary.from_trials(config.experiment, cell["budget"], cell["horizon"], study)
 
 
 def existing_storage(config: Config, doing: str) -> optuna.storages.BaseStorage:
@@ -201,8 +196,7 @@ def rebuild_files(config: Config, storage: optuna.storages.BaseStorage) -> list[
                 summary.add(t)
                 if is_recorded(t):
                     writer.writerow(summary.record(t))
-            confirmed = summarize(trials, direction)
-            summary.confirmed = None if confirmed is None else confirmed.to_json()
+            summary.confirmed = confirmed_block(trials, direction)
             doc = summary.best_json()
             if doc is not None:
                 budget = format_budget(summary.budget)
