@@ -77,6 +77,9 @@ class CsvSink:
                 self._rebuild(f"{self.path} {problem}", state)
             elif state.header[: len(ALL_COLUMNS)] != list(ALL_COLUMNS):
                 self._migrate(state)
+            else:
+                self._remember(state)  # the file as it was read: no second reading
+                return
         self._remember()
 
     def _verifiable(self) -> bool:
@@ -133,9 +136,10 @@ class CsvSink:
         writer.writerows(state.rows)
         atomic_write(self.path, out.getvalue(), durable=True)
 
-    def _remember(self) -> None:
-        """Every row's key, and where the file ends, as it is now (the lock is held)."""
-        state = read_results(self.path)
+    def _remember(self, state: ResultsFile | None = None) -> None:
+        """Every row's key, and where the file ends, as it is now (the lock is held); ``state``
+        is the file as just read, else it is read here."""
+        state = state if state is not None else read_results(self.path)
         rows = state.rows if state else []
         self.stored = {(r.get("study_name") or "", str(r.get("trial", ""))): r for r in rows}
         self.seen = set(self.stored)
