@@ -4,9 +4,9 @@ Optuna's storage is the source of truth. On a cell's study archsearch keeps its 
 (``CELL_ATTR``), the search's fingerprint (``STUDY_ATTR``) and how many coverage trials were
 queued; on a trial, what it is (``setup``: experiment, cell, architecture, training values, the
 worker; its architecture also flat, as optuna-dashboard lists attributes) and what it gave
-(``result``), plus coordination marks (``coverage``, ``retry_of``,
-``fail_reason``, ``surplus``, ``heartbeat``). Everything else reads them through the functions
-here. The engine, the sinks and ``archsearch export`` all build rows with :func:`trial_record`, so
+(``result``), plus coordination marks (``coverage``, ``retry_of``, ``fail_reason``, ``surplus``,
+``heartbeat``); :mod:`archsearch.trial_writes` writes them with Optuna's own transactions.
+Everything else reads them through the functions here. The engine, the sinks and ``archsearch export`` all build rows with :func:`trial_record`, so
 a CSV rebuilt from the storage is the same as one written trial by trial.
 """
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from archsearch import trial_writes
 from archsearch.architecture import Architecture
 from archsearch.budget import format_budget
 
@@ -48,8 +49,8 @@ STAGE, SEARCH, CONFIRM = "stage", "search", "confirm"
 CONFIRM_OF, CONFIRM_SEED = "confirm_of", "confirm_seed"
 #: On a study: how many confirmation trials were queued (set once they all are).
 CONFIRM_QUEUED = "confirm_enqueued"
-#: ``{"worker", "pid_namespace"}``: who claimed the trial, written right after the claim (before
-#: sampling), so a process killed before its ``setup`` is still known, and recovered at once.
+#: ``{"worker", "pid_namespace"}``: who claimed the trial, written with its first parameter (a queued
+#: one: once taken), so a process killed before its ``setup`` is still known, and recovered at once.
 CLAIM = "claimed_by"
 #: On a study: a random id given when archsearch first opens it (``archsearch.outputs.ensure_study_uid``).
 #: A study recreated under the same name (the database deleted, another storage) gets another one;
@@ -112,7 +113,11 @@ def trial_worker(trial: FrozenTrial) -> str:
 def trial_pid_namespace(trial: FrozenTrial) -> int | None:
     """The PID namespace of the trial's worker (its setup's, else its claim's)."""
     setup = trial_setup(trial)
-    return setup.get("pid_namespace") if "worker" in setup else trial.user_attrs.get(CLAIM, {}).get("pid_namespace")
+    return (
+        setup.get("pid_namespace")
+        if "worker" in setup
+        else trial.user_attrs.get(CLAIM, {}).get("pid_namespace")
+    )
 
 
 def write_claim(trial: optuna.Trial, worker: str, pid_namespace: int | None) -> None:
@@ -134,14 +139,12 @@ def write_setup(
     pid_namespace: int | None,
 ) -> None:
     """What a trial is, written once it has sampled: ``cell`` is its experiment, budget and
-    horizon; ``data`` the prepared data it trains on. ``setup`` holds it all in one write (a
-    transaction on an RDB); the architecture is written flat beside it too (:func:`flat_architecture`),
-    the form optuna-dashboard lists and filters."""
-    for key, value in flat_architecture(architecture).items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr(
-        SETUP,
-        {
+    horizon; ``data`` the prepared data it trains on. ``setup`` holds it all; the architecture is
+    written flat beside it too (:func:`flat_architecture`), the form optuna-dashboard lists and
+    filters. Staged: written in the transaction that ends the trial, or once it has run 0.1 s."""
+    setup = {
+        **flat_architecture(architecture),
+        SETUP: {
             **cell,
             **architecture,
             "training": dict(training),
@@ -151,7 +154,8 @@ def write_setup(
             "worker": worker,
             "pid_namespace": pid_namespace,
         },
-    )
+    }
+    trial_writes.stage(trial.study._storage, trial._trial_id, setup)
 
 
 def flat_architecture(architecture: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,10 +165,10 @@ def flat_architecture(architecture: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_result(trial: optuna.Trial, result: Any) -> None:
-    """What a trial gave (a :class:`~archsearch.training.settings.TrainResult`), in one write."""
-    trial.set_user_attr(
-        RESULT,
-        {
+    """What a trial gave (a :class:`~archsearch.training.settings.TrainResult`), staged: written
+    in the transaction that finishes the trial."""
+    attrs = {
+        RESULT: {
             "train_loss": result.train_loss,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
@@ -177,11 +181,12 @@ def write_result(trial: optuna.Trial, result: Any) -> None:
             "step_kind": getattr(result, "step_kind", ""),
             "precision": getattr(result, "precision", ""),
         },
-    )
+    }
+    trial_writes.stage(trial.study._storage, trial._trial_id, attrs)
 
 
-def write_fail_reason(trial: optuna.Trial, reason: str) -> None:
-    trial.set_user_attr(FAIL_REASON, reason)
+def write_fail_reason(trial: optuna.Trial, reason: str) -> None:  # staged: written with its state
+    trial_writes.stage(trial.study._storage, trial._trial_id, {FAIL_REASON: reason})
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from archsearch import trial_writes
 from archsearch.errors import ArchsearchError
 from archsearch.redaction import encode_at_in_password, redact, redact_text, remember_secrets
 
@@ -229,6 +230,7 @@ def _retrying_storage_class() -> type:
 
     def init(self: Any, inner: Any, where: str) -> None:
         self.inner, self.where = inner, where
+        self.staged = trial_writes.Staged()
 
     def others(self: Any, name: str) -> Any:  # what BaseStorage does not declare: not retried
         if "inner" not in self.__dict__:
@@ -239,8 +241,67 @@ def _retrying_storage_class() -> type:
         n: method(n) for n in dir(base) if not n.startswith("_") and callable(getattr(base, n))
     }
     body.update(__init__=init, __getattr__=others, __module__=__name__)
+    body.update(
+        create_new_trial=_create_new_trial,
+        set_trial_param=_set_trial_param,
+        set_trial_state_values=_set_trial_state_values,
+        write_trial=_write_trial,
+    )
     body["__repr__"] = lambda self: f"RetryingStorage({self.where})"
     return type(base)("RetryingStorage", (base,), body)
+
+
+# RetryingStorage's own methods: a trial's writes with Optuna's transactions (archsearch.trial_writes).
+def _create_new_trial(self: Any, study_id: int, template_trial: Any = None) -> int:
+    """A fresh trial (no template: ``study.ask``) gets the attributes of
+    :func:`archsearch.trial_writes.claim_new_trials` staged at once: written with its first
+    parameter (or by the heartbeat thread, or with its end)."""
+    trial_id = retrying(
+        lambda: self.inner.create_new_trial(study_id, template_trial), _WHAT["create_new_trial"], self.where
+    )
+    if template_trial is None and self.staged.new_trial_attrs:
+        with self.staged.lock:
+            self.staged.pending[trial_id] = dict(self.staged.new_trial_attrs)
+            self.staged.created.add(trial_id)
+    return trial_id
+
+
+def _set_trial_param(self: Any, trial_id: int, name: str, internal: float, distribution: Any) -> None:
+    """The parameter, with what the trial staged so far (a fresh trial's claim) in its transaction."""
+    what = _WHAT["set_trial_param"]
+    with self.staged.lock:
+        attrs = self.staged.pending.pop(trial_id, None)
+        if not attrs:
+            return retrying(
+                lambda: self.inner.set_trial_param(trial_id, name, internal, distribution), what, self.where
+            )
+        retrying(
+            lambda: trial_writes.write_with_param(
+                self.inner, trial_id, attrs, (name, internal, distribution)
+            ),
+            what,
+            self.where,
+        )
+
+
+def _set_trial_state_values(self: Any, trial_id: int, state: Any, values: Any = None) -> bool:
+    """The state change, with what the trial staged (:func:`archsearch.trial_writes.stage`)
+    in the same transaction."""
+    what = _WHAT["set_trial_state_values"]
+    with self.staged.lock:
+        attrs = self.staged.pending.pop(trial_id, None)
+        if not attrs:
+            return retrying(
+                lambda: self.inner.set_trial_state_values(trial_id, state, values), what, self.where
+            )
+        return retrying(
+            lambda: trial_writes.write(self.inner, trial_id, attrs, (state, values)), what, self.where
+        )
+
+
+def _write_trial(self: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    what = _WHAT["set_trial_user_attr"]
+    retrying(lambda: trial_writes.write(self.inner, trial_id, attrs), what, self.where)
 
 
 def retrying(call: Callable[[], T], what: str, where: str = "", limit_s: float | None = None) -> T:

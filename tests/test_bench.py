@@ -64,7 +64,14 @@ def test_overhead_rows_grow_with_the_trial_count(monkeypatch):
     from archsearch.bench import overhead
 
     monkeypatch.setattr(overhead, "QUICK_COUNTS", (8, 20))
+    monkeypatch.setattr(overhead, "PAIR_TRIALS", 6)
+    monkeypatch.setattr(overhead, "QUICK_PAIRS", 2)
     result = overhead.suite(quick=True)
+    pairs = result["pairs"]
+    assert [(r["storage"], r["trials"], r["pairs"]) for r in pairs] == [("memory", 6, 2), ("sqlite", 6, 2)]
+    for r in pairs:
+        assert 0 < r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["cpu_ratio"] > 0
+    assert "| sqlite | 6 | 2 |" in result["markdown"]
     rows = result["rows"]
     assert [(r["storage"], r["trials"]) for r in rows] == [
         ("memory", 8),
@@ -98,3 +105,45 @@ def test_readside_suite_times_each_command(tmp_path, monkeypatch):
         assert r["imports"] == "-", "status and export import neither torch nor pandas"
     assert rows[0]["met"] == (rows[0]["s_50"] <= 2.0)
     assert "readside" in SUITES
+
+
+def test_the_pool_pace_leaves_out_start_up_and_stragglers():
+    """The steady rate counts completions between the 10th and 90th percentile only: a slow start
+    (one trial, then a pause) does not weigh on it; the whole span does."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from archsearch.bench.distributed import _span, _steady_rate
+
+    t0 = dt.datetime(2026, 1, 1)
+    state = SimpleNamespace(name="COMPLETE")
+    trials = [SimpleNamespace(state=state, datetime_start=t0, datetime_complete=t0 + dt.timedelta(seconds=1))]
+    later = t0 + dt.timedelta(seconds=10)
+    trials += [
+        SimpleNamespace(state=state, datetime_start=later, datetime_complete=later + dt.timedelta(seconds=i / 10))
+        for i in range(1, 100)
+    ]
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: trials)
+    done, span = _span(study)
+    assert done == 100 and abs(span - 19.9) < 1e-6
+    assert abs(_steady_rate(study) - 10.0) < 1e-6  # ten a second once running
+
+
+def test_pool_rounds_report_the_median_and_every_round():
+    from archsearch.bench.distributed import _rounds
+
+    def run(ours: float, raw: float, raw_complete: int) -> dict:
+        return {
+            "workers": 4,
+            "archsearch_per_s": ours,
+            "raw_per_s": raw,
+            "archsearch_complete": 200,
+            "raw_complete": raw_complete,
+            "ratio": ours / raw,
+            "steady_ratio": ours / raw,
+        }
+
+    row = _rounds([run(30, 60, 203), run(50, 50, 205), run(45, 50, 203)])
+    assert row["ratios"] == [0.5, 1.0, 0.9] and row["ratio"] == 0.9
+    assert row["archsearch_per_s"] == 45 and row["raw_per_s"] == 50
+    assert row["archsearch_complete"] == "200" and row["raw_complete"] == "203, 205"

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from archsearch import storage as storage_module
 from archsearch.config import structure
 from archsearch.errors import ArchsearchError
+from archsearch.records import trial_worker
 from archsearch.redaction import redact, redact_text, remember_secrets
 from archsearch.search.engine import Engine
 from archsearch.search.overview import export, status_rows
@@ -488,4 +489,4 @@ def test_workers_wait_out_a_postgres_restart_and_finish_with_exact_counts(tmp_pa
     quitter_worker = f":{quitter.pid}"
     for t in trials:
         if t.state.name == "FAIL":  # only the quitter's trial is failed for a missing heartbeat
-            assert t.user_attrs.get("setup", {}).get("worker", "").endswith(quitter_worker), t.user_attrs
+            assert trial_worker(t).endswith(quitter_worker), t.user_attrs

@@ -14,6 +14,8 @@ import optuna
 import pytest
 from engine_helpers import read_csv, write_config
 
+from archsearch.records import trial_worker
+
 N_TRIALS = 60
 
 
@@ -41,11 +43,11 @@ def trials(tmp_path):
 
 
 def worker_pids(tmp_path, parent: int) -> set[int]:
-    """The local workers' process ids, from the trials they ran (``setup.worker`` is host:pid)."""
+    """The local workers' process ids, from the trials they ran or run (their worker is host:pid)."""
     host = socket.gethostname()
     pids = set()
     for t in trials(tmp_path):
-        h, _, pid = t.user_attrs.get("setup", {}).get("worker", "").rpartition(":")
+        h, _, pid = trial_worker(t).rpartition(":")
         if h == host and pid.isdigit() and int(pid) != parent:
             pids.add(int(pid))
     return pids

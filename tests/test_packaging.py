@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import archsearch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,16 +35,29 @@ def test_no_posix_only_module_level_imports():
     assert any(d.startswith("filelock") for d in PYPROJECT["project"]["dependencies"])
 
 
-def test_csv_sink_locks_with_filelock(tmp_path):
-    from filelock import FileLock
+def test_csv_sink_locks_what_filelock_locks(tmp_path):
+    """The sink's lock excludes filelock's on the same file (``export`` and other processes take
+    that one) and is re-entrant; released, filelock gets it."""
+    from filelock import FileLock, Timeout
 
     from archsearch.plugins.sinks import CsvSink
 
     sink = CsvSink(tmp_path)
     assert isinstance(sink.lock, FileLock) and sink.lock_path.name == "experiment_results.csv.lock"
-    with sink._locked(), sink._locked():  # re-entrant in one process, as flock on one handle was
-        assert sink.lock.is_locked
-    assert not sink.lock.is_locked
+    other = FileLock(sink.lock_path, thread_local=False)
+    with sink._locked(), sink._locked():  # re-entrant in one process
+        with pytest.raises(Timeout):
+            other.acquire(timeout=0.2)
+    with sink._locked():
+        pass
+    with pytest.raises(Timeout):  # still held after the inner one was left
+        with sink._locked():
+            with sink._locked():
+                pass
+            other.acquire(timeout=0.2)
+    other.acquire(timeout=1)
+    other.release()
+    sink.close()
 
 
 def test_version_comes_from_the_distribution():

@@ -168,22 +168,45 @@ def liar_comparison(quick: bool, tmp: Path) -> tuple[list[dict[str, Any]], list[
     return rows, lines
 
 
-def _raw_worker(url: str, study_name: str, n_trials: int, barrier: Any) -> None:
+def _raw_worker(raw: dict[str, Any], study_name: str, n_trials: int, barrier: Any) -> None:
     """Raw Optuna's own pool: ``optimize`` with a null objective until ``n_trials`` complete
-    (``MaxTrialsCallback``, which may overshoot under racing workers)."""
+    (``MaxTrialsCallback``, which may overshoot under racing workers), suggesting the parameters
+    archsearch's trials suggest (the cell's architecture encoding, then the training values)."""
     import optuna
 
+    from archsearch.config import structure
+    from archsearch.search.engine import Engine
+    from archsearch.space.encodings import make_encoding
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=url)
+    config = structure(raw)
+    (cell,) = Engine(config).cells()
+    encoding = make_encoding(config.architecture.encoding, cell.architectures)
+    space = config.training_search_space
+
+    def objective(trial: optuna.Trial) -> float:
+        encoding.suggest(trial)
+        return sum(spec.suggest(trial, name) for name, spec in space.items())
+
+    sampler = optuna.samplers.RandomSampler()  # archsearch's pool runs the random sampler too
+    study = optuna.load_study(study_name=study_name, storage=raw["storage"], sampler=sampler)
     stop = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
     barrier.wait()
-    study.optimize(lambda t: t.suggest_float("learning_rate", 1e-4, 1e-2, log=True), callbacks=[stop])
+    study.optimize(objective, callbacks=[stop])
 
 
 def _span(study: Any) -> tuple[int, float]:
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
     return len(done), span
+
+
+def _steady_rate(study: Any) -> float:
+    """Trials completed per second between the 10th and the 90th percentile of completions: the
+    pool's pace once every process runs trials (start-up and the last stragglers left out)."""
+    ends = sorted(t.datetime_complete for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    a, b = len(ends) // 10, len(ends) - 1 - len(ends) // 10
+    return (b - a) / max((ends[b] - ends[a]).total_seconds(), 1e-9)
 
 
 def pool_against_raw(url: str, workers: int, n_trials: int, output: Path) -> dict[str, Any]:
@@ -198,17 +221,20 @@ def pool_against_raw(url: str, workers: int, n_trials: int, output: Path) -> dic
     raw["experiment"] = f"pool{workers}_{tag}"
     ours = _pool(_worker, raw, 0.0, workers, f"pool{workers}_{tag}_8K_h2")
     ours_done, ours_span = _span(ours)
+    ours_steady = _steady_rate(ours)
     name = f"raw{workers}_{tag}"
     optuna.create_study(study_name=name, storage=url)
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(workers)
-        procs = [ctx.Process(target=_raw_worker, args=(url, name, n_trials, barrier)) for _ in range(workers)]
+        procs = [ctx.Process(target=_raw_worker, args=(raw, name, n_trials, barrier)) for _ in range(workers)]
         for p in procs:
             p.start()
         for p in procs:
             p.join()
-    raw_done, raw_span = _span(optuna.load_study(study_name=name, storage=url))
+    theirs = optuna.load_study(study_name=name, storage=url)
+    raw_done, raw_span = _span(theirs)
+    raw_steady = _steady_rate(theirs)
     return {
         "workers": workers,
         "archsearch_complete": ours_done,
@@ -216,6 +242,9 @@ def pool_against_raw(url: str, workers: int, n_trials: int, output: Path) -> dic
         "raw_complete": raw_done,
         "raw_per_s": raw_done / raw_span,
         "ratio": (ours_done / ours_span) / (raw_done / raw_span),
+        "archsearch_steady_per_s": ours_steady,
+        "raw_steady_per_s": raw_steady,
+        "steady_ratio": ours_steady / raw_steady,
     }
 
 
@@ -227,25 +256,53 @@ def pool_rows(quick: bool, tmp: Path) -> tuple[list[dict[str, Any]], list[str]]:
     url = os.environ.get("ARCHSEARCH_BENCH_POSTGRES") or os.environ.get("ARCHSEARCH_TEST_POSTGRES")
     if not url:
         return [], ["(No PostgreSQL: set ARCHSEARCH_BENCH_POSTGRES for the pool against raw Optuna.)", ""]
-    n = 200
+    n, rounds = 200, (2 if quick else 3)
     counts = (1, 4, 8) if quick else (1, 4, 8, 16, 32)
-    rows = [pool_against_raw(url, w, n, tmp / f"pool{w}") for w in counts]
+    rows = [
+        _rounds([pool_against_raw(url, w, n, tmp / f"pool{w}-{r}") for r in range(rounds)]) for w in counts
+    ]
     lines = [
         f"Null objective, {n} trials, random sampler, PostgreSQL: archsearch processes against as many "
-        "raw Optuna processes (`optimize` + `MaxTrialsCallback`).",
+        "raw Optuna processes (`optimize` + `MaxTrialsCallback`, the same sampler and parameters), "
+        f"{rounds} rounds in turn.",
         "",
-        "| workers | archsearch trials/s | complete | raw Optuna trials/s | complete | ratio |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| workers | archsearch trials/s | complete | raw Optuna trials/s | complete | ratio (median) "
+        "| ratio per round | steady ratio per round |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(
             f"| {r['workers']} | {r['archsearch_per_s']:.1f} | {r['archsearch_complete']} | {r['raw_per_s']:.1f} "
-            f"| {r['raw_complete']} | {r['ratio']:.2f}x |"
+            f"| {r['raw_complete']} | {r['ratio']:.2f}x | {', '.join(f'{x:.2f}' for x in r['ratios'])} "
+            f"| {', '.join(f'{x:.2f}' for x in r['steady_ratios'])} |"
             for r in rows
         ),
         "",
-        "Target: >= 0.9x at every count, with exact counts (archsearch's complete = n).",
+        "trials/s: completed trials over the first trial's start to the last one's end (median of the"
+        " rounds); steady: between the 10th and the 90th percentile of completions (every process"
+        " running). complete: the counts of the rounds. Target: >= 0.9x at every count, with exact"
+        " counts (archsearch's complete = n).",
         "",
     ]
     return rows, lines
+
+
+def _rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from rounds of :func:`pool_against_raw`: median rates and ratio, every round's ratio."""
+    from statistics import median
+
+    def counts(key: str) -> str:
+        return ", ".join(sorted({str(r[key]) for r in runs}))
+
+    return {
+        "workers": runs[0]["workers"],
+        "archsearch_per_s": median(r["archsearch_per_s"] for r in runs),
+        "raw_per_s": median(r["raw_per_s"] for r in runs),
+        "archsearch_complete": counts("archsearch_complete"),
+        "raw_complete": counts("raw_complete"),
+        "ratio": median(r["ratio"] for r in runs),
+        "ratios": [r["ratio"] for r in runs],
+        "steady_ratios": [r["steady_ratio"] for r in runs],
+        "runs": runs,
+    }
 
 
 def suite(quick: bool) -> dict:

@@ -69,7 +69,11 @@ SPACE = {
 
 
 def null_config(
-    experiment: str, n_trials: int, output: Path, storage: str | None = None, sinks: tuple[str, ...] = ("csv", "json")
+    experiment: str,
+    n_trials: int,
+    output: Path,
+    storage: str | None = None,
+    sinks: tuple[str, ...] = ("csv", "json"),
 ) -> dict[str, Any]:
     """The null-objective benchmarks' cell (2M, horizon 1, synthetic data, TPE, :data:`SPACE`, no
     confirmation: the engine's cost per search trial), as a raw config."""
@@ -92,9 +96,14 @@ def null_config(
 
 
 def _config(n_trials: int, storage: str, output: Path) -> Any:
+    """The null cell without coverage allocation: archsearch's trials then ask the sampler exactly
+    what the raw loop's do (same seed, same parameters, same values), so the difference is the
+    engine's alone. (Coverage queues each architecture once first: a different sequence for the
+    sampler, and per queued trial its enqueueing and a claim write.)"""
     from archsearch.config import structure
 
-    return structure(null_config("overhead", n_trials, output, storage, ("csv", "json", "bench-timing")))
+    raw = null_config("overhead", n_trials, output, storage, ("csv", "json", "bench-timing"))
+    return structure({**raw, "allocation": {"strategy": "none"}})
 
 
 def archsearch_loop(n_trials: int, storage: str, output: Path) -> list[float]:
@@ -122,10 +131,13 @@ def raw_optuna_loop(n_trials: int, storage: str, output: Path) -> list[float]:
 
     encoding = make_encoding(config.architecture.encoding, get_architectures_for_budget("2M"))
     space = config.training_search_space
+    # The sampler archsearch builds for one process (multivariate TPE, constant_liar off: Optuna's
+    # default turns it on, which writes a system attribute per trial that archsearch does not).
+    options = config.sampler.factory_options(shared=False)
     study = optuna.create_study(
         study_name="raw",
         storage=None if storage == "memory" else storage,
-        sampler=optuna.samplers.TPESampler(seed=0, multivariate=True),
+        sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, **options),
     )
 
     def objective(trial: optuna.Trial) -> float:
@@ -209,9 +221,70 @@ def _markdown(rows: list[dict]) -> str:
         ),
         "",
         "Null objective, TPE (multivariate, seed 0), the architecture plus five training parameters;"
-        " archsearch with coverage allocation and the csv and json sinks. Target: <= 1.05x. Each loop"
+        " archsearch without coverage allocation, with the csv and json sinks. Target: <= 1.05x. Each loop"
         " runs once to the largest count; a row at N reads its first N trials (the median over them),"
         " and the cost at N is the median over its last fifth.",
+    ]
+    return "\n".join(lines)
+
+
+#: The headline ratio: pairs of loops of ``PAIR_TRIALS`` trials, raw Optuna then archsearch, run in
+#: turn, so that a drift of the machine (its disk above all: each SQLite commit waits for it) hits
+#: both loops of a pair alike; the ratio is the median over the pairs of each pair's ratio.
+PAIR_TRIALS = 200
+QUICK_PAIRS, FULL_PAIRS = 3, 7
+LOOPS = (("raw optuna", raw_optuna_loop), ("archsearch", archsearch_loop))
+
+
+def paired_rows(tmp: Path, pairs: int) -> list[dict]:
+    """Per storage: both loops' median per-trial time over the pairs, the median of the pairs'
+    ratios (and their range), and the ratio of CPU time per trial (the whole loop, set-up included,
+    the process's threads together)."""
+    rows = []
+    for storage_kind in ("memory", "sqlite"):
+        wall: dict[str, list[float]] = {loop: [] for loop, _ in LOOPS}
+        cpu: dict[str, list[float]] = {loop: [] for loop, _ in LOOPS}
+        for i in range(pairs):
+            for loop, fn in LOOPS:
+                out = tmp / f"pair{i}-{storage_kind}-{loop.replace(' ', '-')}"
+                out.mkdir(parents=True)
+                storage = "memory" if storage_kind == "memory" else f"sqlite:///{out / 'db.sqlite'}"
+                started = time.process_time()
+                wall[loop].append(median(fn(PAIR_TRIALS, storage, out)))
+                cpu[loop].append((time.process_time() - started) / PAIR_TRIALS)
+        ratios = [a / r for r, a in zip(wall["raw optuna"], wall["archsearch"], strict=True)]
+        cpu_ratios = [a / r for r, a in zip(cpu["raw optuna"], cpu["archsearch"], strict=True)]
+        rows.append(
+            {
+                "storage": storage_kind,
+                "trials": PAIR_TRIALS,
+                "pairs": pairs,
+                "raw_optuna_ms": _median_ms(wall["raw optuna"]),
+                "archsearch_ms": _median_ms(wall["archsearch"]),
+                "ratio": median(ratios),
+                "ratio_low": min(ratios),
+                "ratio_high": max(ratios),
+                "cpu_ratio": median(cpu_ratios),
+            }
+        )
+    return rows
+
+
+def _paired_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| storage | trials | pairs | raw Optuna, median per trial | archsearch, median per trial "
+        "| ratio (median of pairs) | range | CPU time ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {r['storage']} | {r['trials']:,} | {r['pairs']} | {r['raw_optuna_ms']:.2f} ms "
+            f"| {r['archsearch_ms']:.2f} ms | {r['ratio']:.3f}x | {r['ratio_low']:.3f}-{r['ratio_high']:.3f}x "
+            f"| {r['cpu_ratio']:.3f}x |"
+            for r in rows
+        ),
+        "",
+        f"Each pair: raw Optuna, then archsearch, {PAIR_TRIALS} trials each, the same seeds and"
+        " parameters (archsearch without coverage allocation: both ask the sampler the same)."
+        " Target: <= 1.05x.",
     ]
     return "\n".join(lines)
 
@@ -233,4 +306,10 @@ def suite(quick: bool) -> dict:
                 out.mkdir(parents=True, exist_ok=True)
                 times[storage_kind][loop] = fn(n, storage, out)
             rows += growth_rows(storage_kind, times[storage_kind], counts)
-    return {"rows": rows, "markdown": _markdown(rows), "plots": {"overhead_growth.png": growth_plot(times)}}
+        pairs = paired_rows(Path(tmp), QUICK_PAIRS if quick else FULL_PAIRS)
+    return {
+        "rows": rows,
+        "pairs": pairs,
+        "markdown": _paired_markdown(pairs) + "\n\n" + _markdown(rows),
+        "plots": {"overhead_growth.png": growth_plot(times)},
+    }

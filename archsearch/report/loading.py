@@ -138,6 +138,7 @@ def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
 
     from archsearch.records import CONFIRM, CellSummary, cell_of, is_surplus, stage_of, trial_record
     from archsearch.search.confirm import summarize
+    from archsearch.search.trial_reader import read_trials
 
     info = cell_of(study)
     direction = study.direction.name.lower()
@@ -152,7 +153,7 @@ def _cell_from_study(study: Any, n_trials: int | None = None) -> CellReport:
     # running and waiting: every trial (confirmation ones too); complete, pruned, failed: the search's
     counts = CellSummary(cell.experiment, cell.budget, cell.horizon, study.study_name, direction)
     found = CellSummary(cell.experiment, cell.budget, cell.horizon, study.study_name, direction)
-    trials = study.get_trials(deepcopy=False)
+    trials = read_trials(study)
     search = []
     for t in trials:
         counts.add(t)  # skips the claims a worker gave back (archsearch.search.coordination)

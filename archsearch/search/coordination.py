@@ -9,6 +9,7 @@ clock skew between machines does not matter) is failed and its parameters are qu
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch import trial_writes
 from archsearch.records import (
     CONFIRM_OF,
     CONFIRM_SEED,
@@ -63,14 +65,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def counts(study: optuna.Study) -> dict[TrialState, int]:
-    """Running, complete and pruned trials, in three reads, running first.
-
-    The reads are not one snapshot: a trial that finishes between them is counted twice when
-    running is read first (so a worker at worst gives back a claim it could have kept), but not
-    at all when running is read last, which let a racing worker keep one trial too many."""
+    """Running, complete and pruned trials, from one read of the storage (one snapshot: a trial
+    that finishes meanwhile is counted once, as running or as finished)."""
     storage, sid = study._storage, study._study_id
     states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-    return retrying(lambda: {s: storage.get_n_trials(sid, s) for s in states}, "counting trials")
+    trials = retrying(lambda: storage.get_all_trials(sid, deepcopy=False, states=states), "counting trials")
+    found = collections.Counter(t.state for t in trials)
+    return {s: found[s] for s in states}
 
 
 def count_finished(study: optuna.Study) -> int:
@@ -160,11 +161,11 @@ def _withdraw_retry(study: optuna.Study, trial: FrozenTrial) -> None:
 def recover_orphans(study: optuna.Study) -> int:
     """Fail and re-queue RUNNING trials of dead processes on this host (at once, no grace).
 
-    A trial's worker is known from its claim (written right after the claim, before sampling), so
-    a process killed at any point of a trial is found. Only processes of this host name and PID
-    namespace are judged by their process id; any other worker's trial (and one whose claim was
-    never written: killed within the claim's own storage call) is left to the heartbeat watch
-    (:meth:`Coordinator.watch`)."""
+    A trial's worker is known from its claim (written with its first parameter, :mod:`archsearch.
+    trial_writes`), so a process killed at any later point of a trial is found. Only processes of
+    this host name and PID namespace are judged by their process id; any other worker's trial (and
+    one whose claim was never written: killed while the sampler sampled its first parameter) is
+    left to the heartbeat watch (:meth:`Coordinator.watch`)."""
     host = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -179,7 +180,9 @@ def recover_orphans(study: optuna.Study) -> int:
 
 
 class Heartbeat:
-    """Advances the running trial's ``heartbeat`` user attribute every ``interval`` seconds.
+    """Advances the running trial's ``heartbeat`` user attribute every ``interval`` seconds, and
+    writes what the trial staged (:mod:`archsearch.trial_writes`) once it has run
+    :data:`~archsearch.trial_writes.FLUSH_AFTER_S` (a shorter trial writes it with its end).
 
     One thread per worker and cell (starting a thread per trial costs milliseconds): the main
     thread says which trial runs with :meth:`beating`, and the thread beats for it meanwhile."""
@@ -187,33 +190,50 @@ class Heartbeat:
     def __init__(self, study: optuna.Study, interval: float) -> None:
         self.storage, self.interval = study._storage, interval
         self._trial_id: int | None = None
+        self._flush_at: float | None = None
         self._beats = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="archsearch-heartbeat", daemon=True)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
+        tick = min(self.interval, trial_writes.FLUSH_AFTER_S / 2)
+        next_beat = time.monotonic() + self.interval
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            with self._lock:
+                trial_id, flush = self._trial_id, self._flush_at is not None and now >= self._flush_at
+                if flush:
+                    self._flush_at = None
+            if trial_id is not None and flush:
+                self._write("staged attributes", trial_writes.flush, self.storage, trial_id)
+            if now < next_beat:
+                continue
+            next_beat = now + self.interval
             with self._lock:
                 trial_id = self._trial_id
                 self._beats += 1
                 beat = self._beats
-            if trial_id is None:
-                continue
-            try:
-                self.storage.set_trial_user_attr(trial_id, HEARTBEAT, beat)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; the next may get through
-                log.debug("heartbeat not written: %s", exc)
+            if trial_id is not None:
+                self._write("heartbeat", self.storage.set_trial_user_attr, trial_id, HEARTBEAT, beat)
+
+    @staticmethod
+    def _write(what: str, call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except Exception as exc:  # noqa: BLE001 - not fatal: the next beat, or the trial's end, writes it
+            log.debug("%s not written: %s", what, exc)
 
     @contextlib.contextmanager
     def beating(self, trial: optuna.Trial) -> Iterator[None]:
         with self._lock:
             self._trial_id = trial._trial_id
+            self._flush_at = time.monotonic() + trial_writes.FLUSH_AFTER_S
         try:
             yield
         finally:
             with self._lock:
-                self._trial_id = None
+                self._trial_id = self._flush_at = None
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

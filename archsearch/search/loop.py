@@ -10,10 +10,12 @@ import attrs
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch import trial_writes
 from archsearch.config import Config
 from archsearch.errors import TrialFailed
 from archsearch.outputs import ensure_study_uid
 from archsearch.records import (
+    CLAIM,
     CONFIRM,
     FAIL_REASON,
     CellSummary,
@@ -58,6 +60,7 @@ def run_cell(
     listeners.cell_started(cell, summary, config.n_trials + confirming)
     objective.on_epoch = listeners.epoch
     w = config.workers
+    trial_writes.claim_new_trials(study._storage, {CLAIM: {"worker": WORKER, "pid_namespace": PID_NAMESPACE}})
     run = CellRun(
         config,
         cell,
@@ -110,9 +113,12 @@ class CellRun:
         return True
 
     def claim(self) -> optuna.Trial:
+        """A trial marked with who claimed it: a fresh one with its first parameter
+        (``trial_writes``), a queued one right after it is taken; a process killed from then on is
+        recovered at once."""
         trial = retrying(self.study.ask, "claiming a trial")
-        # Who claimed it, before anything else: a process killed from here on is recovered at once.
-        retrying(lambda t=trial: write_claim(t, WORKER, PID_NAMESPACE), "claiming a trial")
+        if not trial_writes.created_here(self.study._storage, trial._trial_id):
+            retrying(lambda t=trial: write_claim(t, WORKER, PID_NAMESPACE), "claiming a trial")
         return trial
 
     def run(self, trial: optuna.Trial) -> FrozenTrial:
@@ -232,13 +238,24 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
             retrying(lambda: requeue(study, storage.get_trial(trial._trial_id)), "queueing a retry")
     except optuna.exceptions.UpdateFinishedTrialError:
         return _taken_away(study, trial)
-    retrying(lambda: study.tell(trial, values, state=state, skip_if_finished=True), "reporting a trial")
+    try:
+        frozen = retrying(
+            lambda: study.tell(trial, values, state=state, skip_if_finished=True), "reporting a trial"
+        )
+        # Finished by another worker before this tell, which then skipped (its staged attributes
+        # are still waiting): the watcher's record stands.
+        if frozen.state != state or trial_writes.is_staged(storage, trial._trial_id):
+            frozen = _taken_away(study, trial)
+    except optuna.exceptions.UpdateFinishedTrialError:  # failed by a watcher since tell looked
+        frozen = _taken_away(study, trial)
+    trial_writes.forget(storage, trial._trial_id)
     if error is not None:
         raise error
-    return storage.get_trial(trial._trial_id)
+    return frozen
 
 
 def _taken_away(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    trial_writes.forget(study._storage, trial._trial_id)  # what it staged is of a result dropped
     frozen = study._storage.get_trial(trial._trial_id)
     log.warning(
         "trial %d was failed by another worker while this one ran it (%s); its parameters run again "

@@ -27,6 +27,7 @@ from archsearch.search.confirm import confirmed_block
 from archsearch.search.engine import Engine
 from archsearch.search.matrix import build_cells, load_data, model_spec, prepare_data
 from archsearch.search.tally import tally
+from archsearch.search.trial_reader import read_trials
 from archsearch.storage import open_storage, redact, require_storage_file
 from archsearch.training.memory import activation_shape
 
@@ -191,7 +192,7 @@ def rebuild_files(config: Config, storage: optuna.storages.BaseStorage) -> list[
             direction = study.direction.name.lower()
             b, h, uid = cell["budget"], cell["horizon"], study_uid(study)
             summary = CellSummary(config.experiment, b, h, study.study_name, direction, study_uid=uid)
-            trials = study.get_trials(deepcopy=False)
+            trials = read_trials(study)
             for t in trials:
                 summary.add(t)
                 if is_recorded(t):

@@ -49,7 +49,9 @@ def queue_once(study: optuna.Study, what: str, done_attr: str, specs: Sequence[S
     if not won:
         if _wait_for(study, done_attr):
             return 0
-        log.warning("%s: the queueing of %s trials stalled; queueing the missing ones", study.study_name, what)
+        log.warning(
+            "%s: the queueing of %s trials stalled; queueing the missing ones", study.study_name, what
+        )
     for params, user_attrs in missing(study, specs, key):
         retrying(lambda p=params, u=user_attrs: study.enqueue_trial(p, user_attrs=u), f"queueing {what}")
     retrying(lambda: study.set_user_attr(done_attr, len(specs)), f"queueing {what}")
