@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("archsearch")
 T = TypeVar("T")
-__all__ = ["STORAGE_OUTAGE_S", "StorageUnavailable", "make_storage", "open_storage", "redact", "retrying"]
+__all__ = [
+    "STORAGE_OUTAGE_S",
+    "StorageUnavailable",
+    "make_storage",
+    "open_storage",
+    "rdb_storage",
+    "redact",
+    "retrying",
+]
 
 #: Seconds a storage call waits out an outage before the process gives up (the default of
 #: ``workers.storage_outage_s``).
@@ -111,6 +119,22 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as exc:  # noqa: BLE001 - storage errors are the user's to fix
         raise ArchsearchError(f"storage {redact(url)} cannot be opened: {_detail(exc)}") from None
     return _retrying_storage_class()(inner, redact(url))
+
+
+def rdb_storage(storage: Any) -> Any:
+    """The ``RDBStorage`` under archsearch's ``RetryingStorage`` (``.inner``) and Optuna's
+    ``_CachedStorage`` (``._backend``), or ``None`` when there is none."""
+    import optuna
+
+    for _ in range(4):
+        if isinstance(storage, optuna.storages.RDBStorage):
+            return storage
+        held = getattr(storage, "__dict__", {})  # not getattr: RetryingStorage forwards it
+        inner = held.get("inner") or held.get("_backend")
+        if inner is None:
+            return None
+        storage = inner
+    return None
 
 
 def journal_path(url: str) -> str | None:
@@ -259,44 +283,44 @@ def _create_new_trial(self: Any, study_id: int, template_trial: Any = None) -> i
     trial_id = retrying(
         lambda: self.inner.create_new_trial(study_id, template_trial), _WHAT["create_new_trial"], self.where
     )
-    if template_trial is None and self.staged.new_trial_attrs:
-        with self.staged.lock:
-            self.staged.pending[trial_id] = dict(self.staged.new_trial_attrs)
-            self.staged.created.add(trial_id)
+    if template_trial is None:
+        self.staged.created_fresh(trial_id)
     return trial_id
 
 
 def _set_trial_param(self: Any, trial_id: int, name: str, internal: float, distribution: Any) -> None:
     """The parameter, with what the trial staged so far (a fresh trial's claim) in its transaction."""
-    what = _WHAT["set_trial_param"]
-    with self.staged.lock:
-        attrs = self.staged.pending.pop(trial_id, None)
-        if not attrs:
-            return retrying(
-                lambda: self.inner.set_trial_param(trial_id, name, internal, distribution), what, self.where
-            )
-        retrying(
-            lambda: trial_writes.write_with_param(
-                self.inner, trial_id, attrs, (name, internal, distribution)
-            ),
-            what,
-            self.where,
-        )
+    param = (name, internal, distribution)
+    _with_staged(
+        self,
+        trial_id,
+        "set_trial_param",
+        lambda: self.inner.set_trial_param(trial_id, *param),
+        lambda attrs: trial_writes.write_with_param(self.inner, trial_id, attrs, param),
+    )
 
 
 def _set_trial_state_values(self: Any, trial_id: int, state: Any, values: Any = None) -> bool:
     """The state change, with what the trial staged (:func:`archsearch.trial_writes.stage`)
     in the same transaction."""
-    what = _WHAT["set_trial_state_values"]
+    return _with_staged(
+        self,
+        trial_id,
+        "set_trial_state_values",
+        lambda: self.inner.set_trial_state_values(trial_id, state, values),
+        lambda attrs: trial_writes.write(self.inner, trial_id, attrs, (state, values)),
+    )
+
+
+def _with_staged(
+    self: Any, trial_id: int, name: str, plain: Callable[[], T], with_attrs: Callable[[Any], T]
+) -> T:
+    """``plain()``, or ``with_attrs(staged)`` when the trial has staged attributes (then no longer
+    staged), retried; under the staging lock (:class:`archsearch.trial_writes.Staged`)."""
     with self.staged.lock:
         attrs = self.staged.pending.pop(trial_id, None)
-        if not attrs:
-            return retrying(
-                lambda: self.inner.set_trial_state_values(trial_id, state, values), what, self.where
-            )
-        return retrying(
-            lambda: trial_writes.write(self.inner, trial_id, attrs, (state, values)), what, self.where
-        )
+        call = (lambda: with_attrs(attrs)) if attrs else plain
+        return retrying(call, _WHAT[name], self.where)
 
 
 def _write_trial(self: Any, trial_id: int, attrs: dict[str, Any]) -> None:

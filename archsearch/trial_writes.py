@@ -47,8 +47,10 @@ FLUSH_AFTER_S = 0.1
 
 
 class Staged:
-    """What a storage wrapper keeps for this process: the attributes new trials are created with,
-    the ids of those it created, and the attributes staged per unfinished trial."""
+    """What a storage wrapper keeps for this process: the attributes staged on each fresh trial
+    (:func:`claim_new_trials`), the ids of the fresh trials, and the attributes staged per
+    unfinished trial. Its lock is held while staged attributes are written, so that a trial's
+    own write waits for a flush of the heartbeat thread, and then finds nothing staged."""
 
     def __init__(self) -> None:
         self.new_trial_attrs: dict[str, Any] = {}
@@ -56,13 +58,20 @@ class Staged:
         self.pending: dict[int, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
+    def created_fresh(self, trial_id: int) -> None:
+        """A trial this process created (``study.ask``, no template) gets the claim staged."""
+        if self.new_trial_attrs:
+            with self.lock:
+                self.pending[trial_id] = dict(self.new_trial_attrs)
+                self.created.add(trial_id)
+
 
 def _staged(storage: Any) -> Staged | None:
     return getattr(storage, "staged", None)
 
 
 def claim_new_trials(storage: Any, attrs: Mapping[str, Any]) -> None:
-    """Create every trial this process creates from now on with ``attrs`` (a wrapped storage)."""
+    """Stage ``attrs`` on every trial this process creates from now on (a wrapped storage)."""
     staged = _staged(storage)
     if staged is not None:
         staged.new_trial_attrs = dict(attrs)
@@ -80,8 +89,7 @@ def stage(storage: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
     unwrapped storage."""
     staged = _staged(storage)
     if staged is None:
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
+        _one_by_one(storage, trial_id, attrs)
         return
     with staged.lock:
         staged.pending.setdefault(trial_id, {}).update(attrs)
@@ -118,26 +126,6 @@ def forget(storage: Any, trial_id: int) -> None:
             staged.created.discard(trial_id)
 
 
-def fresh_template(attrs: Mapping[str, Any]) -> Any:
-    """A RUNNING trial starting now that carries ``attrs``: what ``study.ask`` would create, plus
-    them (Optuna's ``create_new_trial`` takes a template)."""
-    from optuna.trial import FrozenTrial, TrialState
-
-    return FrozenTrial(
-        number=-1,
-        state=TrialState.RUNNING,
-        value=None,
-        datetime_start=dt.datetime.now(),
-        datetime_complete=None,
-        params={},
-        distributions={},
-        user_attrs=dict(attrs),
-        system_attrs={},
-        intermediate_values={},
-        trial_id=-1,
-    )
-
-
 def write(inner: Any, trial_id: int, attrs: Mapping[str, Any], finish: tuple[Any, Any] | None = None) -> Any:
     """Write ``attrs`` on the trial and, with ``finish`` (``(state, values)``: a finished state),
     finish it: one transaction on an RDB storage (``inner`` is Optuna's storage, cached or not)."""
@@ -145,8 +133,7 @@ def write(inner: Any, trial_id: int, attrs: Mapping[str, Any], finish: tuple[Any
 
     rdb = _rdb(inner)
     if rdb is None or (finish is not None and not finish[0].is_finished()):
-        for key, value in attrs.items():
-            inner.set_trial_user_attr(trial_id, key, value)
+        _one_by_one(inner, trial_id, attrs)
         return None if finish is None else inner.set_trial_state_values(trial_id, *finish)
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
@@ -175,14 +162,19 @@ def write_with_param(
     thread's session and commits the attributes with it."""
     rdb = _rdb(inner)
     if rdb is None:
-        for key, value in attrs.items():
-            inner.set_trial_user_attr(trial_id, key, value)
+        _one_by_one(inner, trial_id, attrs)
         return inner.set_trial_param(trial_id, *param)
     from optuna.storages._rdb.storage import _create_scoped_session
 
     with _create_scoped_session(rdb.scoped_session) as session:
         _upsert(rdb, session, trial_id, attrs)
         inner.set_trial_param(trial_id, *param)
+
+
+def _one_by_one(storage: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """The attributes one Optuna call each (a storage without transactions to share)."""
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
 
 
 def _upsert(rdb: Any, session: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:

@@ -19,8 +19,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from archsearch.search import trial_reader
-from archsearch.search.trial_reader import rdb_storage, read_trials
-from archsearch.storage import open_storage
+from archsearch.search.trial_reader import read_trials
+from archsearch.storage import open_storage, rdb_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 INF = float("inf")

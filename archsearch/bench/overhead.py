@@ -236,6 +236,13 @@ QUICK_PAIRS, FULL_PAIRS = 3, 7
 LOOPS = (("raw optuna", raw_optuna_loop), ("archsearch", archsearch_loop))
 
 
+def _place(tmp: Path, name: str, storage_kind: str) -> tuple[Path, str]:
+    """A loop's output folder (made) and its storage URL: ``memory``, or SQLite in the folder."""
+    out = tmp / name.replace(" ", "-")
+    out.mkdir(parents=True)
+    return out, "memory" if storage_kind == "memory" else f"sqlite:///{out / 'db.sqlite'}"
+
+
 def paired_rows(tmp: Path, pairs: int) -> list[dict]:
     """Per storage: both loops' median per-trial time over the pairs, the median of the pairs'
     ratios (and their range), and the ratio of CPU time per trial (the whole loop, set-up included,
@@ -246,9 +253,7 @@ def paired_rows(tmp: Path, pairs: int) -> list[dict]:
         cpu: dict[str, list[float]] = {loop: [] for loop, _ in LOOPS}
         for i in range(pairs):
             for loop, fn in LOOPS:
-                out = tmp / f"pair{i}-{storage_kind}-{loop.replace(' ', '-')}"
-                out.mkdir(parents=True)
-                storage = "memory" if storage_kind == "memory" else f"sqlite:///{out / 'db.sqlite'}"
+                out, storage = _place(tmp, f"pair{i}-{storage_kind}-{loop}", storage_kind)
                 started = time.process_time()
                 wall[loop].append(median(fn(PAIR_TRIALS, storage, out)))
                 cpu[loop].append((time.process_time() - started) / PAIR_TRIALS)
@@ -300,10 +305,8 @@ def suite(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for storage_kind in ("memory", "sqlite"):
             times[storage_kind] = {}
-            for loop, fn in (("raw optuna", raw_optuna_loop), ("archsearch", archsearch_loop)):
-                out = Path(tmp) / f"{storage_kind}-{loop.replace(' ', '-')}"
-                storage = "memory" if storage_kind == "memory" else f"sqlite:///{out / 'db.sqlite'}"
-                out.mkdir(parents=True, exist_ok=True)
+            for loop, fn in LOOPS:
+                out, storage = _place(Path(tmp), f"{storage_kind}-{loop}", storage_kind)
                 times[storage_kind][loop] = fn(n, storage, out)
             rows += growth_rows(storage_kind, times[storage_kind], counts)
         pairs = paired_rows(Path(tmp), QUICK_PAIRS if quick else FULL_PAIRS)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 
 import attrs
 import optuna
@@ -112,14 +114,23 @@ class CellRun:
             tell_failed(self.study, self.summary, self.listeners)
         return True
 
-    def claim(self) -> optuna.Trial:
-        """A trial marked with who claimed it: a fresh one with its first parameter
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[optuna.Trial]:
+        """A claimed trial, its heartbeat beating from the claim on (sampling and building take
+        time too), and what this process kept for it dropped once it is done with.
+
+        The trial is marked with who claimed it: a fresh one with its first parameter
         (``trial_writes``), a queued one right after it is taken; a process killed from then on is
         recovered at once."""
+        storage = self.study._storage
         trial = retrying(self.study.ask, "claiming a trial")
-        if not trial_writes.created_here(self.study._storage, trial._trial_id):
-            retrying(lambda t=trial: write_claim(t, WORKER, PID_NAMESPACE), "claiming a trial")
-        return trial
+        try:
+            if not trial_writes.created_here(storage, trial._trial_id):
+                retrying(lambda: write_claim(trial, WORKER, PID_NAMESPACE), "claiming a trial")
+            with self.heartbeat.beating(trial):
+                yield trial
+        finally:
+            trial_writes.forget(storage, trial._trial_id)
 
     def run(self, trial: optuna.Trial) -> FrozenTrial:
         self.coordinator.own.add(trial._trial_id)
@@ -147,8 +158,7 @@ def search(run: CellRun) -> bool:
         if claim is None:  # the other workers' running trials may finish the cell
             time.sleep(min(1.0, w.heartbeat_interval))
             continue
-        trial = run.claim()
-        with run.heartbeat.beating(trial):  # from the claim on: sampling and building take time too
+        with run.claimed() as trial:
             if coordinator.surplus(trial):
                 coordinator.release(trial)
                 continue
@@ -174,8 +184,7 @@ def confirm(run: CellRun) -> bool:
                 return True
             time.sleep(min(1.0, run.config.workers.heartbeat_interval))
             continue
-        trial = run.claim()
-        with run.heartbeat.beating(trial):
+        with run.claimed() as trial:
             if stage_of(trial) != CONFIRM:
                 give_back(study, trial)
                 continue
@@ -248,14 +257,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
             frozen = _taken_away(study, trial)
     except optuna.exceptions.UpdateFinishedTrialError:  # failed by a watcher since tell looked
         frozen = _taken_away(study, trial)
-    trial_writes.forget(storage, trial._trial_id)
     if error is not None:
         raise error
     return frozen
 
 
 def _taken_away(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
-    trial_writes.forget(study._storage, trial._trial_id)  # what it staged is of a result dropped
     frozen = study._storage.get_trial(trial._trial_id)
     log.warning(
         "trial %d was failed by another worker while this one ran it (%s); its parameters run again "

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.records import CONFIRM, STAGE, SURPLUS, CellSummary, study_uid
-from archsearch.storage import retrying
+from archsearch.storage import rdb_storage, retrying
 
 _COUNTED = {
     TrialState.COMPLETE: "n_complete",
@@ -32,9 +32,8 @@ def tally(experiment: str, budget: int, horizon: int, study: optuna.Study) -> Ce
     """The cell's :class:`CellSummary` (counts, best trial and its record) read from ``study``."""
     summary = CellSummary(experiment, budget, horizon, study.study_name, study.direction.name.lower())
     summary.study_uid = study_uid(study)
-    storage = study._storage
-    storage = getattr(storage, "_backend", storage)  # a loaded study wraps an RDB in Optuna's cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
+    storage = rdb_storage(study._storage)
+    if storage is None:
         summary.refresh(study)
         return summary
     counts, confirm, best_id = retrying(

@@ -23,7 +23,7 @@ import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial
 
-from archsearch.storage import retrying
+from archsearch.storage import rdb_storage, retrying
 
 __all__ = ["read_trials"]
 
@@ -52,20 +52,6 @@ def _no_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def rdb_storage(storage: Any) -> optuna.storages.RDBStorage | None:
-    """The ``RDBStorage`` under archsearch's ``RetryingStorage`` (``.inner``) and Optuna's
-    ``_CachedStorage`` (``._backend``), or ``None`` when there is none."""
-    for _ in range(4):
-        if isinstance(storage, optuna.storages.RDBStorage):
-            return storage
-        held = getattr(storage, "__dict__", {})  # not getattr: RetryingStorage forwards it
-        inner = held.get("inner") or held.get("_backend")
-        if inner is None:
-            return None
-        storage = inner
-    return None
 
 
 def _tables() -> dict[str, Any] | None:
